@@ -1,0 +1,184 @@
+"""Small pure-ASGI middleware: request context and access log, body size limit, content type.
+
+They run outside FastAPI's routing, so they answer with the project's error body themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.errors import ErrorCode, error_body
+
+API_VERSION = "v1"
+SUPPORTED_API_VERSIONS = ("v1",)
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
+_ACCEPTED_CONTENT_TYPES = (
+    "application/json",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+)
+
+access_log = structlog.get_logger("warmbox.access")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def send_error(scope: Scope, send: Send, status: int, code: ErrorCode, message: str) -> None:
+    request_id = scope.get("state", {}).get("request_id")
+    body = json.dumps(error_body(code, message, request_id)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContextMiddleware:
+    """Give every request an id, stamp the API version, and log one line when it ends."""
+
+    def __init__(self, app: ASGIApp, slow_request_ms: float) -> None:
+        self.app = app
+        self.slow_request_ms = slow_request_ms
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        request_id = (
+            incoming if incoming and _SANE_REQUEST_ID.match(incoming) else str(uuid.uuid4())
+        )
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status_holder: dict[str, int] = {"status": 500}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                headers.append((b"x-api-version", API_VERSION.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            self._log(scope, status_holder["status"], (time.perf_counter() - started) * 1000)
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    def _log(self, scope: Scope, status: int, duration_ms: float) -> None:
+        fields: dict[str, Any] = {
+            "method": scope.get("method"),
+            "path": scope.get("path"),
+            "status": status,
+            "duration_ms": round(duration_ms, 2),
+        }
+        user_id = scope.get("state", {}).get("user_id")
+        if user_id:
+            fields["user_id"] = user_id
+        if duration_ms >= self.slow_request_ms:
+            access_log.warning("slow_request", **fields)
+        else:
+            access_log.info("request", **fields)
+
+
+class BodySizeLimitMiddleware:
+    """Refuse bodies over the limit with 413 before they are parsed: by Content-Length when it is
+    declared, and by counting while streaming when it is not (or when it lies)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await send_error(scope, send, 400, ErrorCode.VALIDATION_ERROR, "bad content-length")
+                return
+            if int(declared) > self.max_bytes:
+                await self._refuse(scope, send)
+                return
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLargeError:
+            if not response_started:
+                await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        await send_error(
+            scope,
+            send,
+            413,
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"the request body is larger than {self.max_bytes} bytes",
+        )
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class ContentTypeMiddleware:
+    """A body in a format no endpoint reads gets 415, not a confusing validation error."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method", "").encode() in _BODY_METHODS:
+            content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+            length = _header(scope, b"content-length")
+            has_body = length not in (None, "0") or _header(scope, b"transfer-encoding")
+            if has_body and content_type not in _ACCEPTED_CONTENT_TYPES:
+                await send_error(
+                    scope,
+                    send,
+                    415,
+                    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                    "send the body as application/json",
+                )
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,88 @@
+"""create_app(): middleware, routers, and the lifespan that owns the engine, pool and job runner."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app import __version__
+from app.api import API_PREFIX, build_v1_router, version_router
+from app.core.config import Settings, get_settings
+from app.core.db import create_db_engine, create_session_factory
+from app.core.errors import install_error_handlers
+from app.core.logging import configure_logging
+from app.core.middleware import (
+    BodySizeLimitMiddleware,
+    ContentTypeMiddleware,
+    RequestContextMiddleware,
+)
+from app.core.sentry import init_sentry
+from app.observability import health
+
+log = structlog.get_logger(__name__)
+
+DESCRIPTION = """
+Run untrusted code in hardened, pre-warmed Docker sandboxes and get the output back in milliseconds.
+
+Authenticate with `POST /api/v1/auth/login` (or the **Authorize** button), then call
+`POST /api/v1/code/execute` for a synchronous run or `POST /api/v1/jobs` for a queued one.
+Every error has the shape `{"error": {"code", "message", "request_id", "details"}}`.
+"""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine = create_db_engine(settings)
+    app.state.engine = engine
+    app.state.session_factory = create_session_factory(engine)
+    app.state.pool = None
+    log.info("startup", environment=settings.environment.value, version=__version__)
+    try:
+        yield
+    finally:
+        engine.dispose()
+        log.info("shutdown_complete")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    init_sentry(settings)
+    app = FastAPI(
+        title="warmbox",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=f"{API_PREFIX}/redoc",
+        debug=settings.debug,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(version_router)
+    app.include_router(build_v1_router())
+    # Added last = outermost: the request id exists before anything can refuse the request.
+    app.add_middleware(ContentTypeMiddleware)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=settings.cors_allow_credentials,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Request-ID", "X-API-Version", "Retry-After", "Location"],
+    )
+    app.add_middleware(RequestContextMiddleware, slow_request_ms=settings.slow_request_ms)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for `uvicorn --factory app.main:app_factory`."""
+    return create_app()
