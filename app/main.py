@@ -13,7 +13,7 @@ from app import __version__
 from app.api import API_PREFIX, build_v1_router, version_router
 from app.core.config import Settings, get_settings
 from app.core.db import create_db_engine, create_session_factory
-from app.core.errors import install_error_handlers
+from app.core.error_handlers import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import (
     BodySizeLimitMiddleware,

@@ -1,4 +1,4 @@
-"""One error hierarchy with stable codes, and the handlers that give every failure one JSON shape.
+"""One error hierarchy with stable codes; app/core/error_handlers.py turns them into one JSON shape.
 
 Body: {"error": {"code", "message", "request_id", "details"}}. Expected failures carry their own
 status; anything unexpected becomes INTERNAL_ERROR, with no trace, path or exception text sent
@@ -10,14 +10,6 @@ from __future__ import annotations
 from enum import StrEnum
 from http import HTTPStatus
 from typing import Any
-
-import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = structlog.get_logger(__name__)
 
 
 class ErrorCode(StrEnum):
@@ -153,90 +145,9 @@ class ServiceUnavailableError(AppError):
     default_message = "the service is not available right now"
 
 
-_STATUS_CODES: dict[int, ErrorCode] = {
-    400: ErrorCode.VALIDATION_ERROR,
-    401: ErrorCode.AUTHENTICATION_ERROR,
-    403: ErrorCode.AUTHORIZATION_ERROR,
-    404: ErrorCode.NOT_FOUND,
-    405: ErrorCode.METHOD_NOT_ALLOWED,
-    409: ErrorCode.CONFLICT,
-    413: ErrorCode.PAYLOAD_TOO_LARGE,
-    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-    422: ErrorCode.VALIDATION_ERROR,
-    429: ErrorCode.RATE_LIMITED,
-    503: ErrorCode.SERVICE_UNAVAILABLE,
-}
-
-
-def request_id_of(request: Request) -> str | None:
-    return getattr(request.state, "request_id", None)
-
-
 def error_body(
     code: str, message: str, request_id: str | None, details: Any = None
 ) -> dict[str, Any]:
     return {
         "error": {"code": code, "message": message, "request_id": request_id, "details": details}
     }
-
-
-def error_response(
-    request: Request,
-    status_code: int,
-    code: str,
-    message: str,
-    details: Any = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = error_body(code, message, request_id_of(request), details)
-    return JSONResponse(body, status_code=status_code, headers=headers)
-
-
-def _clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep location, message and type; drop echoed input, which may be huge or secret."""
-    return [
-        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
-        for err in errors
-    ]
-
-
-async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, AppError)
-    return error_response(
-        request, exc.status_code, exc.code, exc.message, exc.details, exc.headers or None
-    )
-
-
-async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = _clean_validation_errors(list(exc.errors()))
-    if any(err["type"] == "json_invalid" for err in errors):
-        return error_response(
-            request, 400, ErrorCode.VALIDATION_ERROR, "malformed JSON body", errors
-        )
-    return error_response(
-        request, 422, ErrorCode.VALIDATION_ERROR, "the request is not valid", errors
-    )
-
-
-async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    code = _STATUS_CODES.get(exc.status_code, ErrorCode.INTERNAL_ERROR)
-    if exc.status_code < 500 and code is ErrorCode.INTERNAL_ERROR:
-        code = ErrorCode.VALIDATION_ERROR
-    message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return error_response(
-        request, exc.status_code, code, message.lower(), headers=getattr(exc, "headers", None)
-    )
-
-
-async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled_error", error_type=type(exc).__name__)
-    return error_response(request, 500, ErrorCode.INTERNAL_ERROR, "internal error")
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(AppError, _app_error_handler)
-    app.add_exception_handler(RequestValidationError, _validation_handler)
-    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
-    app.add_exception_handler(Exception, _unhandled_handler)
