@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install what is missing, migrate the database, then serve the API (HOST/PORT to override).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/prestart.sh
+exec uv run --frozen uvicorn app.main:app_factory --factory --host "${HOST:-127.0.0.1}" \
+    --port "${PORT:-8000}"

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Bring a machine of this kind from nothing to "ready to run and test": Python deps, system
+# packages, a Docker engine and the sandbox image. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*"; }
+
+# System packages first: the engine, the rootfs builder and the throwaway test services.
+APT_PACKAGES=(docker.io debootstrap postgresql redis-server)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$pkg")
+    fi
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        say "missing packages ${missing[*]} and not root; install them and re-run" >&2
+        exit 1
+    fi
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Keep the packages' maintainer scripts from starting system-wide daemons (postgres on 5432,
+    # redis on 6379, a second dockerd): this project starts its own, on ports it picks.
+    policy=/usr/sbin/policy-rc.d
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 0755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# uv, then the locked environment (the dev group is included by default).
+if ! command -v uv >/dev/null 2>&1; then
+    say "installing uv"
+    python3 -m pip install --quiet --disable-pip-version-check uv
+    hash -r
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash
+fi
+uv sync --frozen --quiet
+
+bash scripts/docker-engine.sh
+bash scripts/build-images.sh
+say "ready"
