@@ -59,6 +59,12 @@ else
     fi
 fi
 
+# Without an init system nothing may have mounted the cgroup v1 hierarchies dockerd needs.
+if [[ -z "$pid" ]] && ! grep -q ' /sys/fs/cgroup' /proc/mounts && command -v cgroupfs-mount >/dev/null; then
+    say "mounting cgroups"
+    cgroupfs-mount
+fi
+
 if [[ -z "$pid" ]]; then
     args=(--bridge=none --iptables=false)
     [[ "$host" == unix://* ]] && args+=(-H "$host")

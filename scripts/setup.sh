@@ -29,8 +29,16 @@ if ((${#missing[@]})); then
         chmod 0755 "$policy"
         trap 'rm -f "$policy"' EXIT
     fi
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Quiet unless it fails: debconf and needrestart chatter is noise in CI logs.
+    export NEEDRESTART_SUSPEND=1
+    apt_log=$(mktemp)
+    if ! { apt-get update -qq && apt-get install -y -qq "${missing[@]}"; } \
+        >"$apt_log" 2>&1; then
+        cat "$apt_log" >&2
+        say "apt-get failed" >&2
+        exit 1
+    fi
+    rm -f "$apt_log"
 fi
 
 # uv, then the locked environment (the dev group is included by default).
