@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from app.auth.router import router as auth_router
 from app.core.middleware import API_VERSION, SUPPORTED_API_VERSIONS
+from app.users.router import router as users_router
 
 API_PREFIX = f"/api/{API_VERSION}"
 
@@ -26,4 +28,6 @@ def api_version() -> VersionInfo:
 def build_v1_router() -> APIRouter:
     """Each domain owns its router; this is the one place that mounts them."""
     v1 = APIRouter(prefix=API_PREFIX)
-    return v1  # noqa: RET504  (domain routers are included here as they land)
+    v1.include_router(auth_router)
+    v1.include_router(users_router)
+    return v1

@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.api import API_PREFIX, build_v1_router, version_router
+from app.auth.service import ensure_admin_from_settings
 from app.core.config import Settings, get_settings
 from app.core.db import create_db_engine, create_session_factory
 from app.core.error_handlers import install_error_handlers
@@ -20,6 +21,7 @@ from app.core.middleware import (
     ContentTypeMiddleware,
     RequestContextMiddleware,
 )
+from app.core.ratelimit import RATE_LIMIT_HEADERS, install_rate_limiting
 from app.core.sentry import init_sentry
 from app.observability import health
 
@@ -40,6 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_db_engine(settings)
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
+    ensure_admin_from_settings(app.state.session_factory, settings)
     app.state.pool = None
     log.info("startup", environment=settings.environment.value, version=__version__)
     try:
@@ -71,13 +74,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last = outermost: the request id exists before anything can refuse the request.
     app.add_middleware(ContentTypeMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    # Outside the body checks (hostile requests count too), inside CORS (a 429 keeps its headers).
+    install_rate_limiting(app, settings)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_credentials=settings.cors_allow_credentials,
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["X-Request-ID", "X-API-Version", "Retry-After", "Location"],
+        expose_headers=[
+            "X-Request-ID",
+            "X-API-Version",
+            "Retry-After",
+            "Location",
+            *RATE_LIMIT_HEADERS,
+        ],
     )
     app.add_middleware(RequestContextMiddleware, slow_request_ms=settings.slow_request_ms)
     return app

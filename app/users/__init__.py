@@ -1,0 +1,1 @@
+"""User administration: the profile of the caller and admin-only account management."""
