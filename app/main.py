@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,7 @@ from app.core.middleware import (
 from app.core.ratelimit import RATE_LIMIT_HEADERS, install_rate_limiting
 from app.core.sentry import init_sentry
 from app.observability import health
+from app.sandbox.manager import SandboxManager
 
 log = structlog.get_logger(__name__)
 
@@ -43,11 +45,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
     ensure_admin_from_settings(app.state.session_factory, settings)
-    app.state.pool = None
+    app.state.sandbox = None
+    if settings.sandbox_enabled:
+        app.state.sandbox = SandboxManager(settings)
+        await asyncio.to_thread(app.state.sandbox.start)
     log.info("startup", environment=settings.environment.value, version=__version__)
     try:
         yield
     finally:
+        if app.state.sandbox is not None:
+            await asyncio.to_thread(app.state.sandbox.shutdown)
         engine.dispose()
         log.info("shutdown_complete")
 

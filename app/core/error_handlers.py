@@ -48,7 +48,7 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = error_body(code, message, request_id_of(request), details)
-    return JSONResponse(body, status_code=status_code, headers=headers)
+    return JSONResponse(body, status_code=int(status_code), headers=headers)
 
 
 def _clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,9 +18,10 @@ from pydantic import BaseModel
 
 from app import __version__
 from app.core.db import ping
+from app.core.errors import AppError
 
 if TYPE_CHECKING:
-    from app.sandbox.pool import ContainerPool
+    from app.sandbox.manager import SandboxManager
 
 CHECK_DEADLINE_S = 2.0
 Status = Literal["healthy", "degraded", "unhealthy"]
@@ -52,6 +53,8 @@ async def _timed_check(fn: Callable[[], CheckResult]) -> CheckResult:
         result = await asyncio.wait_for(asyncio.to_thread(fn), CHECK_DEADLINE_S)
     except TimeoutError:
         return CheckResult(status="unhealthy", detail=f"no answer within {CHECK_DEADLINE_S}s")
+    except AppError as exc:  # our own errors carry a message that is safe to show
+        return CheckResult(status="unhealthy", detail=exc.message)
     except Exception as exc:  # a failing check is an answer, not an error
         return CheckResult(status="unhealthy", detail=type(exc).__name__)
     if result.latency_ms is None:
@@ -67,16 +70,16 @@ def _database_check(request: Request) -> Callable[[], CheckResult]:
     return check
 
 
-def _docker_check(pool: ContainerPool) -> Callable[[], CheckResult]:
+def _docker_check(sandbox: SandboxManager) -> Callable[[], CheckResult]:
     def check() -> CheckResult:
-        return CheckResult(status="healthy", latency_ms=round(pool.ping_engine(), 2))
+        return CheckResult(status="healthy", latency_ms=round(sandbox.ping_engine(), 2))
 
     return check
 
 
-def _pool_check(pool: ContainerPool) -> Callable[[], CheckResult]:
+def _pool_check(sandbox: SandboxManager) -> Callable[[], CheckResult]:
     def check() -> CheckResult:
-        health = pool.health()
+        health = sandbox.health()
         return CheckResult(status=health.status, detail=health.detail, data=health.data)
 
     return check
@@ -102,10 +105,10 @@ async def health() -> Liveness:
 )
 async def ready(request: Request) -> JSONResponse:
     checks: dict[str, CheckResult] = {"database": await _timed_check(_database_check(request))}
-    pool = request.app.state.pool
-    if pool is not None:
-        checks["docker"] = await _timed_check(_docker_check(pool))
-        checks["pool"] = await _timed_check(_pool_check(pool))
+    sandbox = request.app.state.sandbox
+    if sandbox is not None:
+        checks["docker"] = await _timed_check(_docker_check(sandbox))
+        checks["pool"] = await _timed_check(_pool_check(sandbox))
     status = _worst([check.status for check in checks.values()])
     report = ReadinessReport(status=status, version=__version__, checks=checks)
     return JSONResponse(report.model_dump(), status_code=503 if status == "unhealthy" else 200)
