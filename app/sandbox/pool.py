@@ -221,6 +221,7 @@ class ContainerPool:
     def _finish_reset(self, container: SandboxContainer) -> None:
         report = container.await_reset()
         self.counters.reset_time.add(report.wall_ms)
+        self.counters.agent_reset_time.add(report.agent_ms)
         if not report.clean:
             with self._cond:
                 self.counters.reset_failures += 1

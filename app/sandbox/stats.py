@@ -22,12 +22,16 @@ class LatencyWindow:
         with self._lock:
             samples = sorted(self._samples)
         if not samples:
-            return {"count": 0, "avg_ms": 0.0, "p95_ms": 0.0}
-        p95 = samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))]
+            return {"count": 0, "avg_ms": 0.0, "p50_ms": 0.0, "p95_ms": 0.0}
+
+        def at(fraction: float) -> float:
+            return round(samples[min(len(samples) - 1, round(fraction * (len(samples) - 1)))], 3)
+
         return {
             "count": len(samples),
             "avg_ms": round(sum(samples) / len(samples), 3),
-            "p95_ms": round(p95, 3),
+            "p50_ms": at(0.50),
+            "p95_ms": at(0.95),
         }
 
 
@@ -44,7 +48,9 @@ class PoolCounters:
     exhausted: int = 0
     acquire_wait: LatencyWindow = field(default_factory=LatencyWindow)
     run_time: LatencyWindow = field(default_factory=LatencyWindow)
+    # the host's wait for the clean report after a result, and the agent's own cleaning time
     reset_time: LatencyWindow = field(default_factory=LatencyWindow)
+    agent_reset_time: LatencyWindow = field(default_factory=LatencyWindow)
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -60,4 +66,5 @@ class PoolCounters:
             "acquire_wait": self.acquire_wait.summary(),
             "run_time": self.run_time.summary(),
             "reset_time": self.reset_time.summary(),
+            "agent_reset_time": self.agent_reset_time.summary(),
         }

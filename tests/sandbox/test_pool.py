@@ -239,8 +239,8 @@ class TestLifecycle:
             "replacements",
         ):
             assert isinstance(stats[key], int), key
-        for window in ("acquire_wait", "run_time", "reset_time"):
-            assert set(stats[window]) == {"count", "avg_ms", "p95_ms"}
+        for window in ("acquire_wait", "run_time", "reset_time", "agent_reset_time"):
+            assert set(stats[window]) == {"count", "avg_ms", "p50_ms", "p95_ms"}
         assert stats["run_time"]["count"] == 1
 
 

@@ -1,0 +1,83 @@
+"""Shared pieces of the benchmarks: a cold-container baseline, percentiles, and result files.
+
+The cold baseline is what a sandbox without a pool pays per run: create a container with exactly
+the pool's hardening, attach, start, read the output to the end, remove it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from app.sandbox.limits import SANDBOX_ENVIRONMENT, SANDBOX_USER, SandboxLimits
+
+RESULTS = Path(__file__).parent / "results"
+HELLO = "print('hello')"
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    if not ordered:
+        return 0.0
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary_ms(samples_s: list[float]) -> dict[str, float]:
+    ms = [s * 1000 for s in samples_s]
+    return {
+        "count": len(ms),
+        "p50_ms": round(percentile(ms, 0.50), 2),
+        "p95_ms": round(percentile(ms, 0.95), 2),
+        "p99_ms": round(percentile(ms, 0.99), 2),
+        "max_ms": round(max(ms), 2) if ms else 0.0,
+    }
+
+
+def cold_run_s(client: docker.DockerClient, image: str, limits: SandboxLimits, code: str) -> float:
+    """One `docker run --rm` with the pool's hardening; returns seconds, checks the output."""
+    started = time.perf_counter()
+    created = client.api.create_container(
+        image,
+        entrypoint=["python3", "-I", "-c", code],
+        user=SANDBOX_USER,
+        environment=SANDBOX_ENVIRONMENT,
+        network_disabled=True,
+        host_config=client.api.create_host_config(**limits.host_config()),
+    )
+    container_id = created["Id"]
+    try:
+        stream = client.api.attach(container_id, stream=True, stdout=True, stderr=True)
+        client.api.start(container_id)
+        output = b"".join(stream)
+        client.api.wait(container_id)
+    finally:
+        client.api.remove_container(container_id, force=True)
+    elapsed = time.perf_counter() - started
+    if b"hello" not in output:
+        raise RuntimeError(f"cold run printed {output!r}")
+    return elapsed
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_result(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    path = RESULTS / f"{name}-{stamp}-{os.cpu_count()}cores.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
