@@ -3,9 +3,13 @@
 The interpreter is already started when the run arrives, which is what makes a warm run cost a few
 milliseconds instead of an interpreter start-up. The script runs as `__main__` in a fresh module,
 with its own directory on sys.path, and with tracebacks that show only its own frames.
+
+It ends as the interpreter would (non-daemon threads joined, atexit handlers run, streams
+flushed, the same exit status) but skips the interpreter's teardown, about 4 ms that nothing can
+observe: the agent wipes the scratch space after every run anyway.
 """
 
-import json
+import atexit
 import os
 import sys
 import types
@@ -13,9 +17,9 @@ import types
 CODE_PATH = "/tmp/main.py"
 
 
-def _wait_for_go() -> dict:
+def _wait_for_go() -> None:
     with os.fdopen(3, "rb") as control:
-        return json.loads(control.read() or b"{}")
+        control.read()
 
 
 def _prefer_me_for_oom_kills() -> None:
@@ -36,6 +40,36 @@ def _fresh_main_module() -> types.ModuleType:
     return module
 
 
+def _status_of(exit_code: object) -> int:
+    """What the interpreter makes of SystemExit's argument."""
+    if exit_code is None:
+        return 0
+    if isinstance(exit_code, int):
+        return exit_code
+    print(exit_code, file=sys.stderr)
+    return 1
+
+
+def _report(error: BaseException, skip_frames: int) -> None:
+    tb = error.__traceback__
+    for _ in range(skip_frames):
+        tb = tb.tb_next if tb else None
+    sys.excepthook(type(error), error.with_traceback(tb), tb)
+
+
+def _finish(status: int) -> None:
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        threading._shutdown()
+    atexit._run_exitfuncs()  # reports and ignores a handler's exception, as the interpreter does
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except Exception:
+            status = status or 120  # as the interpreter does when stdout cannot be flushed
+    os._exit(status & 0xFF if status >= 0 else 255)
+
+
 def main() -> None:
     _wait_for_go()
     _prefer_me_for_oom_kills()
@@ -47,17 +81,17 @@ def main() -> None:
     try:
         code = compile(source, CODE_PATH, "exec")
     except (SyntaxError, ValueError) as error:
-        sys.excepthook(type(error), error.with_traceback(None), None)
-        sys.exit(1)
+        _report(error, 99)  # a syntax error has no frame of the script to show
+        _finish(1)
     module = _fresh_main_module()
     try:
         exec(code, module.__dict__)  # noqa: S102  (running the user's script is the point)
-    except SystemExit:
-        raise
+    except SystemExit as exit_request:
+        _finish(_status_of(exit_request.code))
     except BaseException as error:  # as the interpreter would: print it, exit 1
-        tb = error.__traceback__.tb_next if error.__traceback__ else None
-        sys.excepthook(type(error), error.with_traceback(tb), tb)
-        sys.exit(1)
+        _report(error, 1)
+        _finish(1)
+    _finish(0)
 
 
 main()

@@ -69,3 +69,17 @@ class TestOrdinaryRuns:
             "threading.Thread(target=late).start()\nprint('main done')"
         )
         assert run(shared_pool, code).stdout == "main done\nthread done\n"
+
+    def test_atexit_handlers_run_and_their_output_is_kept(self, shared_pool):
+        code = "import atexit\natexit.register(print, 'bye')\nprint('hi')"
+        assert run(shared_pool, code).stdout == "hi\nbye\n"
+
+    def test_sys_exit_with_a_message_prints_it_and_exits_1(self, shared_pool):
+        result = run(shared_pool, "import sys\nsys.exit('fatal: no input')")
+        assert (result.exit_code, result.stderr) == (1, "fatal: no input\n")
+
+    def test_exit_from_an_atexit_handler_is_ignored_as_python_does(self, shared_pool):
+        code = "import atexit, sys\natexit.register(sys.exit, 4)\nprint('done')"
+        result = run(shared_pool, code)
+        assert (result.stdout, result.exit_code) == ("done\n", 0)
+        assert "Exception ignored in atexit callback" in result.stderr
