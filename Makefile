@@ -26,7 +26,7 @@ services-stop:
 	bash scripts/services.sh stop
 
 bench:
-	uv run --frozen python load_tests/bench_pool.py
+	uv run --frozen python -m load_tests.bench_pool
 
 load:
 	bash load_tests/run_load.sh
