@@ -6,7 +6,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.auth.router import router as auth_router
+from app.code.router import router as code_router
 from app.core.middleware import API_VERSION, SUPPORTED_API_VERSIONS
+from app.jobs.router import router as jobs_router
+from app.sandbox_api.router import router as sandbox_router
 from app.users.router import router as users_router
 
 API_PREFIX = f"/api/{API_VERSION}"
@@ -30,4 +33,7 @@ def build_v1_router() -> APIRouter:
     v1 = APIRouter(prefix=API_PREFIX)
     v1.include_router(auth_router)
     v1.include_router(users_router)
+    v1.include_router(code_router)
+    v1.include_router(jobs_router)
+    v1.include_router(sandbox_router)
     return v1

@@ -24,7 +24,9 @@ from app.core.middleware import (
 )
 from app.core.ratelimit import RATE_LIMIT_HEADERS, install_rate_limiting
 from app.core.sentry import init_sentry
+from app.jobs.queue import JobRunner, recover
 from app.observability import health
+from app.observability.metrics import install_metrics
 from app.sandbox.manager import SandboxManager
 
 log = structlog.get_logger(__name__)
@@ -49,14 +51,32 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.sandbox_enabled:
         app.state.sandbox = SandboxManager(settings)
         await asyncio.to_thread(app.state.sandbox.start)
+    app.state.job_runner = await asyncio.to_thread(_start_job_runner, app)
     log.info("startup", environment=settings.environment.value, version=__version__)
     try:
         yield
     finally:
+        if app.state.job_runner is not None:
+            await asyncio.to_thread(app.state.job_runner.stop, settings.shutdown_grace_s)
         if app.state.sandbox is not None:
             await asyncio.to_thread(app.state.sandbox.shutdown)
         engine.dispose()
         log.info("shutdown_complete")
+
+
+def _start_job_runner(app: FastAPI) -> JobRunner | None:
+    """Recover what a previous process left behind, then start the workers (with a sandbox)."""
+    _failed, queued = recover(app.state.session_factory)
+    if app.state.sandbox is None:
+        return None  # queued jobs stay queued until a process with a sandbox runs them
+    runner = JobRunner(
+        settings=app.state.settings,
+        session_factory=app.state.session_factory,
+        manager=app.state.sandbox,
+        metrics=app.state.metrics,
+    )
+    runner.start(recovered=queued)
+    return runner
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -78,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(version_router)
     app.include_router(build_v1_router())
+    install_metrics(app, settings)
     # Added last = outermost: the request id exists before anything can refuse the request.
     app.add_middleware(ContentTypeMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)

@@ -1,0 +1,70 @@
+"""`GET /languages` for everyone signed in, `GET /sandbox/pool/stats` for admins."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
+
+from app.auth.dependencies import require_permission
+from app.auth.models import User
+from app.auth.permissions import Permission
+from app.core.deps import SessionDep
+from app.jobs import repository
+from app.jobs.deps import RunnerDep, SandboxDep
+from app.jobs.schemas import (
+    LanguageInfo,
+    LanguageList,
+    PoolStatsReport,
+    QueueStats,
+    error_responses,
+)
+from app.sandbox.languages import LANGUAGES
+
+router = APIRouter(tags=["sandbox"])
+
+LanguageReader = Annotated[User, Depends(require_permission(Permission.LANGUAGES_READ))]
+StatsReader = Annotated[User, Depends(require_permission(Permission.POOL_READ_STATS))]
+
+
+@router.get(
+    "/languages",
+    response_model=LanguageList,
+    summary="Languages this server can run, with their versions",
+    responses=error_responses(401, 403),
+)
+async def list_languages(_user: LanguageReader, sandbox: SandboxDep) -> LanguageList:
+    if sandbox is None:
+        entries = [
+            LanguageInfo(name=name, display_name=lang.display_name, version=None, available=False)
+            for name, lang in LANGUAGES.items()
+        ]
+    else:
+        entries = [LanguageInfo.model_validate(entry) for entry in sandbox.languages()]
+    return LanguageList(languages=entries)
+
+
+@router.get(
+    "/sandbox/pool/stats",
+    response_model=PoolStatsReport,
+    summary="Pool, queue and per-language figures (admin)",
+    responses=error_responses(401, 403),
+)
+async def pool_stats(
+    _admin: StatsReader, session: SessionDep, sandbox: SandboxDep, runner: RunnerDep
+) -> PoolStatsReport:
+    pools = await run_in_threadpool(sandbox.stats) if sandbox is not None else {}
+    by_language = await run_in_threadpool(repository.active_counts_by_language, session)
+    if runner is not None:
+        queue = QueueStats(**runner.stats())
+    else:
+        queue = QueueStats(
+            depth=0, capacity=0, workers=0, running=0, accepting=False, expected_wait=0.0
+        )
+    return PoolStatsReport(
+        sandbox_enabled=sandbox is not None,
+        pools=pools,
+        queue=queue,
+        jobs_by_language=by_language,
+    )
