@@ -17,6 +17,7 @@ import structlog
 from app.core.config import Environment, Settings
 
 REDACTED = "[REDACTED]"
+_HANDLER_NAME = "warmbox"
 _SENSITIVE_KEY = re.compile(
     r"pass(word|wd)?|token|authorization|secret|api[_-]?key|cookie|credential|private[_-]?key|dsn",
     re.IGNORECASE,
@@ -85,8 +86,10 @@ def configure_logging(settings: Settings) -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace only our own handler: others (a test's log capture, an APM agent) stay attached.
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
     root.setLevel(settings.log_level.upper())
     # uvicorn's own access log would duplicate the request line this service writes itself.
     logging.getLogger("uvicorn.access").disabled = True

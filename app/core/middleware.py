@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import Any
 
+import sentry_sdk
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -75,6 +76,7 @@ class RequestContextMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                status_holder["started"] = 1
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.append((b"x-api-version", API_VERSION.encode()))
@@ -83,6 +85,16 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            # Handled here, inside the request context, so even a crash answers with the request
+            # id and the project's body; Starlette's outer handler would drop both.
+            status_holder["status"] = 500
+            access_log.exception("unhandled_error", error_type=type(exc).__name__)
+            sentry_sdk.capture_exception(exc)
+            if not status_holder.get("started"):
+                await send_error(
+                    scope, send_with_headers, 500, ErrorCode.INTERNAL_ERROR, "internal error"
+                )
         finally:
             self._log(scope, status_holder["status"], (time.perf_counter() - started) * 1000)
             structlog.contextvars.unbind_contextvars("request_id")
@@ -124,28 +136,37 @@ class BodySizeLimitMiddleware:
                 await self._refuse(scope, send)
                 return
         received = 0
-        response_started = False
+        too_large = False
+        refused = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLargeError
+                    # The app sees the client go away; whatever it answers is replaced below.
+                    too_large = True
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
+        async def refusing_send(message: Message) -> None:
+            nonlocal refused
+            if not too_large:
+                await send(message)
+            elif not refused:
+                refused = True
+                await self._refuse(scope, send)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLargeError:
-            if not response_started:
-                await self._refuse(scope, send)
+            await self.app(scope, counting_receive, refusing_send)
+        except Exception:
+            if not too_large:
+                raise
+        if too_large and not refused:
+            await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         await send_error(
@@ -155,10 +176,6 @@ class BodySizeLimitMiddleware:
             ErrorCode.PAYLOAD_TOO_LARGE,
             f"the request body is larger than {self.max_bytes} bytes",
         )
-
-
-class _BodyTooLargeError(Exception):
-    pass
 
 
 class ContentTypeMiddleware:
