@@ -16,7 +16,8 @@ from typing import Any
 
 import docker
 
-from app.sandbox.limits import SANDBOX_ENVIRONMENT, SANDBOX_USER, SandboxLimits
+from app.sandbox.engine import create_hardened_container
+from app.sandbox.limits import SandboxLimits
 
 RESULTS = Path(__file__).parent / "results"
 HELLO = "print('hello')"
@@ -44,15 +45,8 @@ def summary_ms(samples_s: list[float]) -> dict[str, float]:
 def cold_run_s(client: docker.DockerClient, image: str, limits: SandboxLimits, code: str) -> float:
     """One `docker run --rm` with the pool's hardening; returns seconds, checks the output."""
     started = time.perf_counter()
-    created = client.api.create_container(
-        image,
-        entrypoint=["python3", "-I", "-c", code],
-        user=SANDBOX_USER,
-        environment=SANDBOX_ENVIRONMENT,
-        network_disabled=True,
-        host_config=client.api.create_host_config(**limits.host_config()),
-    )
-    container_id = created["Id"]
+    entrypoint = ["python3", "-I", "-c", code]
+    container_id = create_hardened_container(client, image, limits, entrypoint=entrypoint)
     try:
         stream = client.api.attach(container_id, stream=True, stdout=True, stderr=True)
         client.api.start(container_id)

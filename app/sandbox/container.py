@@ -24,7 +24,7 @@ from app.sandbox.channel import (
     ChannelProtocolError,
     ChannelTimeoutError,
 )
-from app.sandbox.limits import SANDBOX_ENVIRONMENT, SANDBOX_USER, SandboxLimits
+from app.sandbox.limits import SandboxLimits
 from app.sandbox.types import RunRequest, RunResult
 
 log = structlog.get_logger(__name__)
@@ -82,19 +82,9 @@ class SandboxContainer:
             SandboxError: the engine refused, the image is missing, or the agent never said hello.
         """
         name = f"{name_prefix}-{next(_sequence)}"
-        with engine.engine_errors("creating a sandbox"):
-            created = client.api.create_container(
-                image,
-                name=name,
-                user=SANDBOX_USER,
-                environment=SANDBOX_ENVIRONMENT,
-                stdin_open=True,
-                tty=False,
-                network_disabled=True,
-                labels=labels,
-                host_config=client.api.create_host_config(**limits.host_config()),
-            )
-        container_id = created["Id"]
+        container_id = engine.create_hardened_container(
+            client, image, limits, labels=labels, name=name
+        )
         try:
             channel = _attach(client, container_id)
             with engine.engine_errors("starting a sandbox"):

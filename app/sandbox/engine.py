@@ -20,6 +20,7 @@ from docker.errors import DockerException, ImageNotFound, NotFound
 
 from app.core.errors import SandboxError
 from app.sandbox.languages import IMAGE_BUILD_COMMAND
+from app.sandbox.limits import SANDBOX_ENVIRONMENT, SANDBOX_USER, SandboxLimits
 
 log = structlog.get_logger(__name__)
 
@@ -124,6 +125,32 @@ def remove_orphans(client: docker.DockerClient, live_pool_ids: set[str]) -> int:
     if removed:
         log.info("sandbox_orphans_removed", count=removed)
     return removed
+
+
+def create_hardened_container(
+    client: docker.DockerClient,
+    image: str,
+    limits: SandboxLimits,
+    *,
+    labels: dict[str, str] | None = None,
+    name: str | None = None,
+    entrypoint: list[str] | None = None,
+) -> str:
+    """Create (not start) a container with the full hardening; the one place that does so."""
+    with engine_errors("creating a sandbox"):
+        created = client.api.create_container(
+            image,
+            name=name,
+            entrypoint=entrypoint,
+            user=SANDBOX_USER,
+            environment=SANDBOX_ENVIRONMENT,
+            stdin_open=True,
+            tty=False,
+            network_disabled=True,
+            labels=labels or {},
+            host_config=client.api.create_host_config(**limits.host_config()),
+        )
+    return str(created["Id"])
 
 
 def remove_container(client: docker.DockerClient, container_id: str) -> None:
