@@ -27,6 +27,8 @@ class AdminUser(HttpUser):
             CONFIG.admin_password,
             name="POST /auth/login [admin]",
         )
+        if self.token is None:
+            Readiness.failed_sign_ins += 1
         Readiness.mark()
 
     @task

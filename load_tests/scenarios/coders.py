@@ -20,6 +20,7 @@ from load_tests.scenarios.common import (
     API,
     CONFIG,
     OUTCOMES,
+    Readiness,
     bearer,
     fail_unexpected_status,
     json_or_none,
@@ -109,9 +110,13 @@ class CoderBase(HttpUser):
 
     def on_start(self) -> None:
         self.token = sign_in(self.client)
+        Readiness.mark()
 
     @property
     def headers(self) -> dict[str, str]:
+        """The bearer header; a user whose sign-in failed tries again, as a real client would."""
+        if self.token is None:
+            self.token = sign_in(self.client)
         return bearer(self.token or "")
 
     # ------------------------------------------------------------------ synchronous runs

@@ -96,7 +96,7 @@ class Outcomes:
     def as_dict(self) -> dict[str, Any]:
         with self.lock:
             return {
-                "meta": dict(self.meta),
+                "meta": {**self.meta, "failed_sign_ins": Readiness.failed_sign_ins},
                 "counts": {name: dict(counter) for name, counter in self.counts.items()},
                 "durations_s": {name: list(values) for name, values in self.durations.items()},
                 "series": {name: list(values) for name, values in self.series.items()},
@@ -107,9 +107,11 @@ OUTCOMES = Outcomes()
 
 
 class Readiness:
-    """How many users have finished on_start (signed in, or found they could not)."""
+    """How many users have finished on_start (signed in, or found they could not); the failed
+    sign-ins are kept here too, since the measured window's reset would drop them from the stats."""
 
     count = 0
+    failed_sign_ins = 0
 
     @classmethod
     def mark(cls) -> None:
@@ -189,9 +191,10 @@ def register_and_login(client: Any) -> str | None:
 
 def sign_in(client: Any) -> str | None:
     account = next_account()
-    try:
-        if account is None:
-            return register_and_login(client)
-        return login(client, *account, name="POST /auth/login")
-    finally:
-        Readiness.mark()
+    if account is None:
+        token = register_and_login(client)
+    else:
+        token = login(client, *account, name="POST /auth/login")
+    if token is None:
+        Readiness.failed_sign_ins += 1
+    return token
