@@ -8,6 +8,7 @@ from typing import Annotated
 import structlog
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.auth import repository
@@ -37,12 +38,21 @@ async def get_current_user(
     if not token:
         raise AuthenticationError("not authenticated: send 'Authorization: Bearer <access token>'")
     claims = decode_token(token, settings=settings, expected_type=TokenType.ACCESS)
-    user = await run_in_threadpool(repository.get_user, session, claims.sub)
+    user = await run_in_threadpool(_load_user, session, claims.sub)
     if user is None or not user.is_active:
         raise AuthenticationError("this account does not exist or is not active")
     # Bound here, in the request's own task, so the access log and every later log line see it.
     request.scope.setdefault("state", {})["user_id"] = user.id
     structlog.contextvars.bind_contextvars(user_id=user.id)
+    return user
+
+
+def _load_user(session: Session, user_id: str) -> User | None:
+    """Read the user, then end the read transaction: the connection goes back to the pool at once
+    instead of staying checked out for the whole request (a run can last seconds, and the job it
+    stores needs a connection of its own)."""
+    user = repository.get_user(session, user_id)
+    session.commit()
     return user
 
 

@@ -69,6 +69,11 @@ def create_db_engine(settings: Settings) -> Engine:
         engine = create_engine(
             url,
             echo=settings.database_echo,
+            # Connections are cheap in SQLite; enough for every run slot, job worker and reader,
+            # and a short wait when they are all taken (then 503, never a 30 s stall).
+            pool_size=20,
+            max_overflow=40,
+            pool_timeout=settings.database_connect_timeout_s,
             connect_args={
                 "check_same_thread": False,
                 "timeout": settings.sqlite_busy_timeout_ms / 1000,
@@ -83,7 +88,7 @@ def create_db_engine(settings: Settings) -> Engine:
         echo=settings.database_echo,
         pool_pre_ping=True,
         pool_size=10,
-        max_overflow=10,
+        max_overflow=20,
         pool_timeout=settings.database_connect_timeout_s,
         connect_args={"connect_timeout": max(1, int(settings.database_connect_timeout_s))},
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -89,6 +90,19 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
     )
 
 
+async def _database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    """No free connection in time, or the database does not answer: the service is busy, not
+    broken, and the client may retry."""
+    log.warning("database_unavailable", error_type=type(exc).__name__)
+    return error_response(
+        request,
+        503,
+        ErrorCode.SERVICE_UNAVAILABLE,
+        "the database is busy or unreachable; retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled_error", error_type=type(exc).__name__)
     return error_response(request, 500, ErrorCode.INTERNAL_ERROR, "internal error")
@@ -98,4 +112,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, _database_unavailable_handler)
+    app.add_exception_handler(sqlalchemy.exc.OperationalError, _database_unavailable_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

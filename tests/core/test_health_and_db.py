@@ -110,3 +110,18 @@ class TestSqlite:
     def test_naive_datetimes_are_refused(self):
         with pytest.raises(ValueError, match="naive"):
             UTCDateTime().process_bind_param(datetime(2026, 1, 1), None)
+
+
+class TestDatabaseErrorsAreServiceUnavailable:
+    def test_unreachable_database_on_a_request_is_503_with_retry_after(self, client, make_settings):
+        from app.core.db import create_session_factory
+
+        port = TestDatabaseDown()._closed_port()
+        engine = create_db_engine(
+            make_settings(database_url=f"postgresql+psycopg://u:p@127.0.0.1:{port}/db")
+        )
+        client.app.state.session_factory = create_session_factory(engine)
+        response = client.post("/api/v1/auth/login", json={"username": "ann", "password": "x" * 12})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+        assert response.headers["retry-after"] == "1"
