@@ -54,6 +54,9 @@ def server_pid(root: int) -> int:
 
 
 def _fd_kind(target: str) -> str:
+    data_dir = os.environ.get("DATA_DIR")
+    if data_dir and target.startswith(os.path.join(os.path.realpath(data_dir), "")):
+        return "database"  # the SQLite connection pool's files: bounded by its size
     for kind in ("socket", "pipe", "anon_inode"):
         if target.startswith(f"{kind}:"):
             return kind

@@ -20,6 +20,10 @@ from sqlalchemy.types import TypeDecorator
 
 from app.core.config import Settings
 
+# Connections are cheap in SQLite: enough for every run slot, job worker and reader at once.
+SQLITE_POOL_SIZE = 20
+SQLITE_POOL_OVERFLOW = 40
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -69,10 +73,9 @@ def create_db_engine(settings: Settings) -> Engine:
         engine = create_engine(
             url,
             echo=settings.database_echo,
-            # Connections are cheap in SQLite; enough for every run slot, job worker and reader,
-            # and a short wait when they are all taken (then 503, never a 30 s stall).
-            pool_size=20,
-            max_overflow=40,
+            # A short wait when every connection is taken: then 503, never a 30 s stall.
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=SQLITE_POOL_OVERFLOW,
             pool_timeout=settings.database_connect_timeout_s,
             connect_args={
                 "check_same_thread": False,

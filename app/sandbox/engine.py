@@ -49,10 +49,17 @@ def engine_errors(action: str) -> Iterator[None]:
         ) from exc
 
 
+def client_pool_size(pool_size: int) -> int:
+    """How many connections to the engine the client keeps for reuse (opened as needed)."""
+    return max(10, pool_size * 4)
+
+
 def connect(pool_size: int) -> docker.DockerClient:
     """A client for the engine named by DOCKER_HOST (or the local socket), pinged once."""
     with engine_errors("connecting to Docker"):
-        client = docker.from_env(timeout=ENGINE_TIMEOUT_S, max_pool_size=max(10, pool_size * 4))
+        client = docker.from_env(
+            timeout=ENGINE_TIMEOUT_S, max_pool_size=client_pool_size(pool_size)
+        )
         client.ping()
     return client
 
