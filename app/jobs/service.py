@@ -201,6 +201,21 @@ def job_read(job: Job) -> JobRead:
 # ---------------------------------------------------------------------- synchronous runs
 
 
+def _new_job(spec: RunSpec, *, user_id: str, mode: str, **fields: Any) -> Job:
+    """A job row for `spec`, not yet added to a session."""
+    return Job(
+        id=new_id(),
+        user_id=user_id,
+        mode=mode,
+        language=spec.language,
+        code=spec.code,
+        stdin=spec.stdin,
+        timeout_s=spec.timeout_s,
+        created_at=utcnow(),
+        **fields,
+    )
+
+
 def execute_sync(
     *,
     settings: Settings,
@@ -215,16 +230,7 @@ def execute_sync(
     Raises:
         SandboxError / PoolExhaustedError: the run could not happen; the job is stored as failed.
     """
-    job = Job(
-        id=new_id(),
-        user_id=user_id,
-        mode="sync",
-        language=spec.language,
-        code=spec.code,
-        stdin=spec.stdin,
-        timeout_s=spec.timeout_s,
-        created_at=utcnow(),
-    )
+    job = _new_job(spec, user_id=user_id, mode="sync")
     job.started_at = job.created_at
     error: AppError | None = None
     try:
@@ -282,18 +288,13 @@ def submit_job(
         if existing is not None:
             return _replay(existing, spec), True
     with runner.reserve() as slot:
-        job = Job(
-            id=new_id(),
+        job = _new_job(
+            spec,
             user_id=user_id,
             mode="async",
-            language=spec.language,
-            code=spec.code,
-            stdin=spec.stdin,
-            timeout_s=spec.timeout_s,
             status=JobStatus.QUEUED.value,
             idempotency_key=idempotency_key,
             request_hash=spec.request_hash(),
-            created_at=utcnow(),
         )
         try:
             repository.add(session, job)

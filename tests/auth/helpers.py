@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -77,12 +78,19 @@ def login(
     return response.json()
 
 
-@pytest.fixture
-def fast_password_hashing() -> Iterator[None]:
-    """Cheap argon2 parameters for the duration of a test (production keeps RFC 9106 defaults)."""
+@contextmanager
+def cheap_hashes() -> Iterator[None]:
+    """Cheap argon2 parameters while the block runs (production keeps RFC 9106 defaults)."""
     original = security.password_hasher
     security.password_hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     try:
         yield
     finally:
         security.password_hasher = original
+
+
+@pytest.fixture
+def fast_password_hashing() -> Iterator[None]:
+    """cheap_hashes() for the duration of a test."""
+    with cheap_hashes():
+        yield

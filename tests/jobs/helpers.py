@@ -11,15 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
-from app.auth import security
 from app.auth.models import Role
 from app.core.config import Settings
 from app.core.migrations import upgrade_to_head
 from app.main import create_app
-from tests.auth.helpers import auth_headers, create_user_and_token
+from tests.auth.helpers import auth_headers, cheap_hashes, create_user_and_token
 
 FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 
@@ -41,16 +39,6 @@ def app_settings(data_dir: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-@contextmanager
-def cheap_hashes() -> Iterator[None]:
-    original = security.password_hasher
-    security.password_hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    try:
-        yield
-    finally:
-        security.password_hasher = original
 
 
 @contextmanager
