@@ -11,6 +11,7 @@ import pytest
 from app.core.config import REPO_ROOT, Settings
 
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
+SETTINGS_TABLE = REPO_ROOT / "scripts" / "settings_table.py"
 ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 # Defaults that depend on where the repo is checked out; the example shows them relative.
 PATH_DEPENDENT = {"data_dir", "database_url"}
@@ -75,3 +76,16 @@ def test_documented_values_are_the_defaults(monkeypatch: pytest.MonkeyPatch) -> 
 def test_example_is_a_valid_configuration(tmp_path: Path) -> None:
     settings = Settings(_env_file=ENV_EXAMPLE, data_dir=tmp_path)  # type: ignore[call-arg]
     assert settings.database_url.startswith("sqlite:///")
+
+
+def test_readme_settings_table_is_generated_from_the_example() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("settings_table", SETTINGS_TABLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (REPO_ROOT / "README.md").read_text()
+    expected = module.readme_with_table(readme, module.render(ENV_EXAMPLE.read_text()))
+    assert readme == expected, "run `python scripts/settings_table.py --write`"
