@@ -33,32 +33,6 @@ with warnings.catch_warnings():
     from schemathesis.specs.openapi.schemas import BaseOpenAPISchema
 
 
-def _restore_many_more() -> None:
-    """hypothesis-jsonschema 0.23.1 (the newest) still calls `many.more()`, which the locked
-    Hypothesis replaced by `with many(...) as elements: for _ in elements`. Give `many` back a
-    `more()` built on the new protocol, for this test module only, until upstream catches up."""
-    from hypothesis.internal.conjecture import utils
-
-    if hasattr(utils.many, "more"):
-        return
-
-    def more(self: Any) -> bool:
-        elements = self.__dict__.get("_compat_iterator")
-        if elements is None:
-            self.__enter__()
-            elements = self._compat_iterator = iter(self)
-        try:
-            next(elements)
-        except StopIteration:
-            self.__exit__(None, None, None)
-            return False
-        return True
-
-    utils.many.more = more  # type: ignore[attr-defined]
-
-
-_restore_many_more()
-
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.slow,
