@@ -46,7 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_db_engine(settings)
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
-    ensure_admin_from_settings(app.state.session_factory, settings)
+    await asyncio.to_thread(ensure_admin_from_settings, app.state.session_factory, settings)
     app.state.sandbox = None
     if settings.sandbox_enabled:
         app.state.sandbox = SandboxManager(settings)
