@@ -64,6 +64,7 @@ class SandboxContainer:
     current_run_id: str | None = None
     cancel_requested: bool = False
     dead: bool = False
+    _run_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def start(
@@ -104,20 +105,21 @@ class SandboxContainer:
         Raises:
             SandboxError: the container died or hung during the run (it is marked dead).
         """
-        self.current_run_id = request.run_id
         self.cancel_requested = False
         self.last_used = time.monotonic()
         try:
-            self.channel.send(
-                {
-                    "type": "run",
-                    "id": request.run_id,
-                    "code": request.code,
-                    "stdin": request.stdin,
-                    "timeout_s": request.timeout_s,
-                    "output_limit": request.output_limit_bytes,
-                }
-            )
+            with self._run_lock:  # a cancel for this run can only follow its run frame
+                self.current_run_id = request.run_id
+                self.channel.send(
+                    {
+                        "type": "run",
+                        "id": request.run_id,
+                        "code": request.code,
+                        "stdin": request.stdin,
+                        "timeout_s": request.timeout_s,
+                        "output_limit": request.output_limit_bytes,
+                    }
+                )
             frame = self._receive("result", request.timeout_s + RUN_GRACE_S)
         except (ChannelClosedError, ChannelTimeoutError, ChannelProtocolError) as exc:
             self.dead = True
@@ -125,6 +127,8 @@ class SandboxContainer:
                 return RunResult("", "cancelled", 137, 0.0, cancelled=True)
             raise SandboxError(f"the sandbox failed during the run: {_reason(exc)}") from exc
         finally:
+            with self._run_lock:  # the run is over: no cancel may reach it, or a later one
+                self.current_run_id = None
             self.runs += 1
         if frame.get("type") != "result" or frame.get("id") != request.run_id:
             self.dead = True
@@ -140,26 +144,30 @@ class SandboxContainer:
             self.dead = True
             return ResetReport(False, [_reason(exc)], 0.0, (time.perf_counter() - started) * 1000)
         finally:
-            self.current_run_id = None
             self.last_used = time.monotonic()
         clean = frame.get("type") == "reset" and bool(frame.get("clean"))
         problems = [str(p) for p in frame.get("problems", [])] or ([] if clean else [str(frame)])
         wall_ms = (time.perf_counter() - started) * 1000
         return ResetReport(clean, problems, float(frame.get("reset_ms", 0.0)), wall_ms)
 
-    def cancel(self) -> None:
-        """Ask the agent to stop the current run; kill the container if it has not within 1 s."""
-        run_id = self.current_run_id
-        if run_id is None:
-            return
-        self.cancel_requested = True
-        try:
-            self.channel.send({"type": "cancel", "id": run_id})
-        except ChannelClosedError:
-            return
+    def cancel(self, run_id: str) -> bool:
+        """Ask the agent to stop run `run_id`; kill the container if it has not within 1 s.
+
+        Returns:
+            False when that run is not (or no longer) in progress here: nothing was sent.
+        """
+        with self._run_lock:
+            if self.current_run_id != run_id:
+                return False
+            self.cancel_requested = True
+            try:
+                self.channel.send({"type": "cancel", "id": run_id})
+            except ChannelClosedError:
+                return False
         timer = threading.Timer(CANCEL_KILL_AFTER_S, self._kill_if_still_running, args=(run_id,))
         timer.daemon = True
         timer.start()
+        return True
 
     def _kill_if_still_running(self, run_id: str) -> None:
         if self.current_run_id == run_id and not self.dead:

@@ -86,9 +86,11 @@ class ContainerPool:
         futures = [self._executor.submit(self._create_one) for _ in range(initial)]
         wait(futures, timeout=self.settings.pool_start_timeout_s * 2)
         with self._cond:
-            if initial and not self._idle:
-                error = self._last_start_error or SandboxError("no sandbox could be started")
-                raise error
+            failed = bool(initial and not self._idle)
+            error = self._last_start_error or SandboxError("no sandbox could be started")
+        if failed:
+            self.shutdown()  # late starters must not land in a pool nobody owns
+            raise error
         for target, interval in (
             (self.check_health, self.settings.pool_health_check_interval_s),
             (self.reclaim_idle, self.settings.pool_idle_reclaim_interval_s),
@@ -144,7 +146,7 @@ class ContainerPool:
             self._runs[request.run_id] = container
         try:
             result = container.run(request)
-        except SandboxError:
+        except Exception:  # SandboxError, or anything unforeseen: never strand a busy slot
             self._retire(container, replace=True)
             raise
         finally:
@@ -159,10 +161,7 @@ class ContainerPool:
         """Stop a run in progress; False when no container is running it."""
         with self._cond:
             container = self._runs.get(run_id)
-        if container is None:
-            return False
-        container.cancel()
-        return True
+        return container is not None and container.cancel(run_id)
 
     def acquire(self, timeout_s: float | None = None) -> SandboxContainer:
         """Hand out an idle container, growing up to the max size, else wait.
@@ -213,10 +212,13 @@ class ContainerPool:
     def _after_run(self, container: SandboxContainer) -> None:
         single_use = self.settings.pool_mode is PoolMode.SINGLE_USE
         worn_out = container.runs >= self.settings.pool_max_runs_per_container
-        if single_use or worn_out or container.dead:
-            self._executor.submit(self._retire, container, True)
-        else:
-            self._executor.submit(self._finish_reset, container)
+        try:
+            if single_use or worn_out or container.dead:
+                self._executor.submit(self._retire, container, True)
+            else:
+                self._executor.submit(self._finish_reset, container)
+        except RuntimeError:  # shutting down: the executor takes no more work
+            self._destroy(container)
 
     def _finish_reset(self, container: SandboxContainer) -> None:
         report = container.await_reset()

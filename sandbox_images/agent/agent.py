@@ -255,8 +255,9 @@ class Runner:
 
     def close(self) -> None:
         for fd in (self.stdin_w, self.stdout_r, self.stderr_r, self.control_w, self.pidfd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            if fd >= 0:  # -1 marks one already closed: its number may belong to another file now
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 class Capture:
@@ -316,9 +317,8 @@ class Execution:
     def start(self) -> None:
         with open(CODE_PATH, "w", encoding="utf-8") as code_file:
             code_file.write(self.request["code"])
-        settings = {"timeout_s": self.request["timeout_s"]}
-        os.write(self.runner.control_w, json.dumps(settings).encode())
-        os.close(self.runner.control_w)
+        os.close(self.runner.control_w)  # end of file on fd 3 is the runner's go
+        self.runner.control_w = -1
         os.set_blocking(self.runner.stdin_w, False)
         if not self.stdin:
             self._close_stdin()
@@ -434,6 +434,8 @@ class Agent:
             self.run(frame)
         elif kind == "ping":
             self.channel.send({"type": "pong", "runs": self.runs, "runner": self.runner_alive()})
+        elif kind == "cancel":
+            pass  # the run it meant has already ended: nothing to stop, and nothing to answer
         elif kind == "check":
             problems = leftovers()
             if not self.runner_alive():

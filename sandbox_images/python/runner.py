@@ -18,6 +18,7 @@ CODE_PATH = "/tmp/main.py"
 
 
 def _wait_for_go() -> None:
+    """The agent closes its end of fd 3 once the script is in place: end of file is the go."""
     with os.fdopen(3, "rb") as control:
         control.read()
 

@@ -196,6 +196,31 @@ class TestLifecycle:
     def test_cancel_of_an_unknown_run_is_false(self, make_pool):
         assert make_pool().cancel("no-such-run") is False
 
+    def test_a_cancel_arriving_after_its_run_does_not_disturb_the_next_run(self, make_pool):
+        pool = make_pool()
+        first = RunRequest(code="print(1)")
+        assert pool.run(first).stdout == "1\n"
+        assert pool.cancel(first.run_id) is False  # over: nothing is sent
+        # A cancel already on the wire when the run ended reaches the agent late: it is ignored.
+        container = pool.acquire()
+        container.channel.send({"type": "cancel", "id": first.run_id})
+        second = container.run(RunRequest(code="print(2)"))
+        pool._after_run(container)
+        assert second.stdout == "2\n"
+        assert not second.cancelled
+        assert pool.counters.replacements == 0
+
+    def test_cancel_reaches_only_its_own_run(self, make_pool):
+        pool = make_pool()
+        request = RunRequest(code="import time\ntime.sleep(3)\nprint('kept')", timeout_s=10)
+        thread, outcome = run_in_thread(pool, request)
+        assert wait_until(lambda: pool.stats()["in_use"] == 1)
+        time.sleep(0.2)
+        assert pool.cancel("another-run") is False
+        thread.join(timeout=10)
+        assert outcome["result"].stdout == "kept\n"
+        assert not outcome["result"].cancelled
+
     def test_orphans_of_a_dead_process_are_removed_at_start(self, make_pool, docker_client):
         dead_pid = _dead_pid()
         labels = engine.owner_labels("deadpool", "python") | {engine.LABEL_PID: str(dead_pid)}
