@@ -215,11 +215,19 @@ class JobRunner:
                 self._run_one(job_id, active)
             except Exception:  # one bad job must not kill the worker
                 log.exception("job_worker_error", job_id=job_id)
-                self._record(job_id, failure_values("internal error while running the job"))
+                self._record_failure_safely(job_id)
             finally:
                 with self._cond:
                     self._active.pop(job_id, None)
                     self._cond.notify_all()
+
+    def _record_failure_safely(self, job_id: str) -> None:
+        """Mark the job failed; if even that fails (the database is down), keep the worker alive:
+        the job stays `running` in the database and the next start-up's recovery fails it."""
+        try:
+            self._record(job_id, failure_values("internal error while running the job"))
+        except Exception:
+            log.exception("job_failure_not_recorded", job_id=job_id)
 
     def _run_one(self, job_id: str, active: _Active) -> None:
         with self.session_factory() as session:
