@@ -122,7 +122,8 @@ class Settings(BaseSettings):
     # --- per-run limits ---
     run_default_timeout_s: float = Field(default=10.0, gt=0)
     run_max_timeout_s: float = Field(default=30.0, gt=0)
-    run_output_limit_bytes: int = Field(default=64 * 1024, ge=1024)
+    # at most 1 MiB per stream, so a result always fits the agent protocol's 16 MiB frame
+    run_output_limit_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
     max_code_bytes: int = Field(default=64 * 1024, ge=1)
     max_stdin_bytes: int = Field(default=64 * 1024, ge=0)
 

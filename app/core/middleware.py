@@ -37,19 +37,25 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def send_error(scope: Scope, send: Send, status: int, code: ErrorCode, message: str) -> None:
+async def send_error(
+    scope: Scope,
+    send: Send,
+    status: int,
+    code: ErrorCode,
+    message: str,
+    *,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Answer with the project's error body from pure-ASGI code, outside FastAPI's handlers."""
     request_id = scope.get("state", {}).get("request_id")
-    body = json.dumps(error_body(code, message, request_id)).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+    body = json.dumps(error_body(code, message, request_id, details)).encode()
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": int(status), "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})
 
 

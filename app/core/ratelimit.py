@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -33,7 +32,8 @@ from app.auth.dependencies import get_current_user
 from app.auth.models import Role, User
 from app.auth.security import TokenType, decode_token
 from app.core.config import Settings
-from app.core.errors import AppError, ErrorCode, RateLimitedError, error_body
+from app.core.errors import AppError, RateLimitedError
+from app.core.middleware import send_error
 
 log = structlog.get_logger(__name__)
 
@@ -222,7 +222,16 @@ class RateLimitMiddleware:
             record_limit_state(scope, state)
             if not allowed:
                 log.info("rate_limited", limit="default", key_kind=caller.key.split(":")[0])
-                await _send_refusal(scope, send, state.refusal("too many requests; slow down"))
+                refusal = state.refusal("too many requests; slow down")
+                await send_error(
+                    scope,
+                    send,
+                    refusal.status_code,
+                    refusal.code,
+                    refusal.message,
+                    details=refusal.details,
+                    headers=refusal.headers,
+                )
                 return
 
         async def send_with_headers(message: Message) -> None:
@@ -235,16 +244,6 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-async def _send_refusal(scope: Scope, send: Send, error: RateLimitedError) -> None:
-    request_id = scope.get("state", {}).get("request_id")
-    body = json.dumps(error_body(ErrorCode.RATE_LIMITED, error.message, request_id, error.details))
-    raw = body.encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": raw})
 
 
 def install_rate_limiting(app: FastAPI, settings: Settings) -> None:

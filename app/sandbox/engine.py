@@ -73,14 +73,8 @@ def ping_ms(client: docker.DockerClient) -> float:
 
 def require_image(client: docker.DockerClient, image: str) -> None:
     """Fail with the exact command to run when the sandbox image has not been built."""
-    try:
+    with engine_errors(f"checking the image {image!r}"):
         client.images.get(image)
-    except ImageNotFound as exc:
-        raise SandboxError(
-            f"sandbox image {image!r} is missing; build it with {IMAGE_BUILD_COMMAND}"
-        ) from exc
-    except (DockerException, requests.RequestException) as exc:
-        raise SandboxError(f"the Docker engine did not answer ({type(exc).__name__})") from exc
 
 
 def owner_labels(pool_id: str, language: str) -> dict[str, str]:
