@@ -241,7 +241,7 @@ def execute_sync(
         setattr(job, name, value)
     job.finished_at = utcnow()
     with session_factory() as session:
-        session.add(job)
+        repository.add(session, job)
         session.commit()
     if metrics is not None:
         metrics.observe_run(
@@ -384,3 +384,8 @@ def cancel_job(session: Session, *, runner: JobRunner | None, user: User, job_id
 def reload(session: Session, job_id: str) -> Job | None:
     session.expire_all()
     return repository.get(session, job_id)
+
+
+def active_counts_by_language(session: Session) -> dict[str, dict[str, int]]:
+    """Queued and running jobs per language, for the admin's view of the pool."""
+    return repository.active_counts_by_language(session)

@@ -11,7 +11,7 @@ from app.auth.dependencies import require_permission
 from app.auth.models import User
 from app.auth.permissions import Permission
 from app.core.deps import SessionDep
-from app.jobs import repository
+from app.jobs import service
 from app.jobs.deps import RunnerDep, SandboxDep
 from app.jobs.schemas import (
     LanguageInfo,
@@ -55,7 +55,7 @@ async def pool_stats(
     _admin: StatsReader, session: SessionDep, sandbox: SandboxDep, runner: RunnerDep
 ) -> PoolStatsReport:
     pools = await run_in_threadpool(sandbox.stats) if sandbox is not None else {}
-    by_language = await run_in_threadpool(repository.active_counts_by_language, session)
+    by_language = await run_in_threadpool(service.active_counts_by_language, session)
     if runner is not None:
         queue = QueueStats(**runner.stats())
     else:
