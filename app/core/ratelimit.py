@@ -37,6 +37,8 @@ from app.core.middleware import send_error
 
 log = structlog.get_logger(__name__)
 
+# After the shared storage fails, count in memory for this long before asking it again.
+STORAGE_RETRY_AFTER_S = 5.0
 EXEMPT_PATHS = frozenset({"/health", "/health/ready", "/metrics"})
 RATE_LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 _STATE_KEY = "rate_limit"
@@ -138,6 +140,7 @@ class RateLimits:
         )
         self._fallback: RateLimiter = FixedWindowRateLimiter(MemoryStorage())
         self._storage_ok = True
+        self._storage_retry_at = 0.0
 
     def _slowapi_key(self, request: Request) -> str:
         return self.caller(request.scope).key
@@ -165,13 +168,18 @@ class RateLimits:
 
     def _hit(self, item: RateLimitItem, identifiers: tuple[str, ...]) -> tuple[bool, LimitState]:
         keys = (self.settings.app_name, *identifiers)
-        try:
-            allowed, stats = self._count(self.limiter.limiter, item, keys)
-            self._mark_storage(ok=True)
-        except Exception as exc:
-            # Storage down: keep limiting per replica; neither fail open nor fail every request.
-            self._mark_storage(ok=False, error=type(exc).__name__)
+        if time.monotonic() < self._storage_retry_at:
+            # Storage known down: count here without paying its timeout on every request.
             allowed, stats = self._count(self._fallback, item, keys)
+        else:
+            try:
+                allowed, stats = self._count(self.limiter.limiter, item, keys)
+                self._mark_storage(ok=True)
+            except Exception as exc:
+                # Storage down: keep limiting per replica; neither fail open nor fail every request.
+                self._mark_storage(ok=False, error=type(exc).__name__)
+                self._storage_retry_at = time.monotonic() + STORAGE_RETRY_AFTER_S
+                allowed, stats = self._count(self._fallback, item, keys)
         state = LimitState(item.amount, max(0, stats.remaining), stats.reset_time, str(item))
         return allowed, state
 
