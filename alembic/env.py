@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-import app.core.models  # noqa: F401  (fills Base.metadata)
+import app.models  # noqa: F401  (fills Base.metadata)
 from app.core.config import Settings
 from app.core.db import Base, create_db_engine
 

@@ -34,16 +34,16 @@ def create_admin(*, settings: Settings, username: str, password: str, email: str
     """Create an admin account and return its id; an existing username is left untouched."""
     check_username(username=username)
     check_password_policy(username=username, password=password, settings=settings)
-    engine = create_db_engine(settings)
+    db_engine = create_db_engine(settings)
     try:
-        with create_session_factory(engine)() as session:
+        with create_session_factory(db_engine)() as session:
             user = create_user(
                 session, username=username, password=password, email=email, role=Role.ADMIN
             )
             session.commit()
             return user.id
     finally:
-        engine.dispose()
+        db_engine.dispose()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ import httpx
 
 from app.core.config import REPO_ROOT, Settings
 from app.sandbox import engine
+from app.sandbox.languages import LANGUAGES
 from app.sandbox.limits import SandboxLimits
 from load_tests.benchlib import HELLO, cold_run_s, machine, summary_ms, write_result
 
@@ -100,8 +101,8 @@ def measure_api(base: str, password: str, runs: int) -> list[float]:
 def measure_cold(runs: int) -> list[float]:
     settings = Settings(_env_file=None)
     client = engine.connect(1)
-    limits = SandboxLimits.from_settings(settings)
-    image = settings.sandbox_python_image
+    limits = SandboxLimits.from_settings(settings, LANGUAGES["python"])
+    image = LANGUAGES["python"].image(settings)
     cold_run_s(client, image, limits, HELLO)
     try:
         return [cold_run_s(client, image, limits, HELLO) for _ in range(runs)]

@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: a cold-container baseline, percentiles, and result files.
+"""Shared pieces of the benchmarks: a cold-container baseline, summaries, and result files.
 
 The cold baseline is what a sandbox without a pool pays per run: create a container with exactly
 the pool's hardening, attach, start, read the output to the end, remove it.
@@ -18,26 +18,19 @@ import docker
 
 from app.sandbox.engine import create_hardened_container
 from app.sandbox.limits import SandboxLimits
+from app.sandbox.stats import percentile
 
 RESULTS = Path(__file__).parent / "results"
 HELLO = "print('hello')"
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    if not ordered:
-        return 0.0
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def summary_ms(samples_s: list[float]) -> dict[str, float]:
     ms = [s * 1000 for s in samples_s]
     return {
         "count": len(ms),
-        "p50_ms": round(percentile(ms, 0.50), 2),
-        "p95_ms": round(percentile(ms, 0.95), 2),
-        "p99_ms": round(percentile(ms, 0.99), 2),
+        "p50_ms": round(percentile(ms, 50) or 0.0, 2),
+        "p95_ms": round(percentile(ms, 95) or 0.0, 2),
+        "p99_ms": round(percentile(ms, 99) or 0.0, 2),
         "max_ms": round(max(ms), 2) if ms else 0.0,
     }
 

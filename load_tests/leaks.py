@@ -1,6 +1,6 @@
 """Count what a server process holds, to compare before and after a load run.
 
-Threads and open file descriptors come from /proc/<pid>/task and /proc/<pid>/fd of the uvicorn
+Threads and open file descriptors come from /proc/<pid>/task and /proc/<pid>/fd of the server
 process (found below the given pid, since `uv run` starts it as a child); containers are those
 labelled warmbox.managed=true, both the server's own (warmbox.pid=<pid>) and all on the engine
 (other engineers' tests share it, so only the server's own count is compared).
@@ -42,12 +42,14 @@ def _children(pid: int) -> list[int]:
 
 
 def server_pid(root: int) -> int:
-    """The deepest process at or below `root` running uvicorn that is Python, not `uv` itself."""
+    """The deepest process at or below `root` serving the API (`python -m app.serve`, or uvicorn)
+    that is Python, not `uv` itself."""
     best, queue = root, [root]
     while queue:
         pid = queue.pop(0)
         line = _cmdline(pid)
-        if "uvicorn" in line and "python" in line.split(" ")[0]:
+        serves = "app.serve" in line or "uvicorn" in line
+        if serves and "python" in line.split(" ")[0]:
             best = pid
         queue += _children(pid)
     return best

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Headless load test against a throwaway warmbox on loopback, then a summary with PASS/FAIL.
 #
-#   bash load_tests/run_load.sh [--profile normal|abuse|smoke] [--users N] [--spawn-rate R]
+#   bash load_tests/run_load.sh [--profile normal|abuse|smoke|burst] [--users N] [--spawn-rate R]
 #       [--duration 60s] [--pool-max 8] [--pool-min N] [--pool-initial N] [--port P]
 #       [--warmup 20s] [--settle S] [--results-dir DIR] [--keep]
 #
@@ -52,7 +52,9 @@ normal) : "${users:=50}" "${spawn_rate:=10}" "${duration:=60s}" "${warmup:=20s}"
 # No warm-up when abusing: it would spend the limits' windows before the measured run.
 abuse) : "${users:=6}" "${spawn_rate:=6}" "${duration:=30s}" "${warmup:=0s}" ;;
 smoke) : "${users:=3}" "${spawn_rate:=3}" "${duration:=5s}" "${warmup:=0s}" ;;
-*) die "--profile must be normal, abuse or smoke" ;;
+# 30 graders (LOAD_SUBMISSIONS_PER_USER submissions each, then they stop) + 1 interactive user.
+burst) : "${users:=31}" "${spawn_rate:=31}" "${duration:=300s}" "${warmup:=0s}" ;;
+*) die "--profile must be normal, abuse, smoke or burst" ;;
 esac
 : "${pool_min:=$pool_max}" "${pool_initial:=$pool_max}"
 to_seconds() {
@@ -145,7 +147,7 @@ say "profile $profile: $users users, ${seconds}s, pool $pool_initial/$pool_min/$
     "(initial/min/max), $host, work dir $work"
 uv run --frozen alembic upgrade head >"$work/alembic.log" 2>&1 ||
     die "migrations failed: $(tail -n 5 "$work/alembic.log")"
-uv run --frozen uvicorn app.main:app_factory --factory --host 127.0.0.1 --port "$port" \
+uv run --frozen python -m app.serve --host 127.0.0.1 --port "$port" \
     >"$work/server.log" 2>&1 &
 server_root=$!
 

@@ -1,12 +1,14 @@
 """Build the sandbox images without a registry: `uv run python -m sandbox_images.build`.
 
 The base image is a Debian bookworm rootfs made by debootstrap from the machine's own apt mirror
-and imported into Docker, so nothing is pulled from Docker Hub. The language layer on top is a
-plain `docker build` whose Dockerfile needs no network. Every image carries a label with a hash of
-the sources it was built from, which makes a rebuild of unchanged sources a no-op.
+and imported into Docker, so nothing is pulled from Docker Hub. Each language (a folder with a
+language.json) is one `docker build` of the shared Dockerfile on top of it, or on top of the
+language it names in "from" (cpp on c, typescript on javascript: a shared toolchain is installed
+once); its packages come from the same mirror. Every image carries a label with a hash of the
+sources it was built from, which makes a rebuild of unchanged sources a no-op.
 
-Real deployments that can reach a registry pass `--base-image python:3.12-slim` (or set
-SANDBOX_BASE_IMAGE) to build the language layer on the official image instead.
+`--base-image IMAGE` (or SANDBOX_BASE_IMAGE) builds the language layers on another Debian-based
+image instead of the debootstrapped one.
 """
 
 from __future__ import annotations
@@ -26,10 +28,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BASE_DIR = HERE / "base"
-SOURCE_DIRS = ("base", "agent", "python")
 
 BASE_IMAGE = "warmbox-base:bookworm"
-PYTHON_IMAGE = os.environ.get("SANDBOX_PYTHON_IMAGE", "warmbox-sandbox-python:latest")
 SUITE = "bookworm"
 BASE_HASH_LABEL = "warmbox.base-hash"
 SOURCE_HASH_LABEL = "warmbox.source-hash"
@@ -236,27 +236,114 @@ def ensure_base(mirror: str | None, *, force: bool) -> None:
     say(f"{BASE_IMAGE} built in {time.monotonic() - started:.0f}s")
 
 
-# --- language image -----------------------------------------------------------------------------
+# --- language images ----------------------------------------------------------------------------
 
 
-def build_python(base_image: str, source_hash: str) -> None:
-    needed = ["agent/agent.py", "python/runner.py", "python/language.json"]
-    missing = [name for name in needed if not (HERE / name).is_file()]
+def descriptors() -> dict[str, dict]:
+    """Every language folder's descriptor, by name; a folder with a language.json is a language."""
+    found = {}
+    for path in sorted(HERE.glob("*/language.json")):
+        descriptor = json.loads(path.read_text())
+        if descriptor.get("name") != path.parent.name:
+            raise BuildError(f"{path}: name must be the folder's name {path.parent.name!r}")
+        found[descriptor["name"]] = descriptor
+    return found
+
+
+def image_name(language: str) -> str:
+    """`{prefix}{language}:{tag}`, as Settings names it (SANDBOX_PYTHON_IMAGE overrides python)."""
+    if language == "python" and os.environ.get("SANDBOX_PYTHON_IMAGE"):
+        return os.environ["SANDBOX_PYTHON_IMAGE"]
+    prefix = os.environ.get("SANDBOX_IMAGE_PREFIX", "warmbox-sandbox-")
+    return f"{prefix}{language}:{os.environ.get('SANDBOX_IMAGE_TAG', 'latest')}"
+
+
+def build_order(languages: dict[str, dict], wanted: list[str]) -> list[str]:
+    """The wanted languages and the ones they build on, parents first."""
+    order: list[str] = []
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name not in languages:
+            raise BuildError(f"unknown language {name!r} (known: {', '.join(sorted(languages))})")
+        if name in chain:
+            raise BuildError(f"languages build on each other in a circle: {chain}")
+        parent = languages[name].get("from")
+        if parent:
+            visit(parent, (*chain, name))
+        if name not in order:
+            order.append(name)
+
+    for name in wanted:
+        visit(name, ())
+    return order
+
+
+def source_hash(name: str, languages: dict[str, dict], base_id: str) -> str:
+    """The hash of everything the image is built from: base, agent, Dockerfile, its folder and
+    (for one built on another language) that language's hash."""
+    parent = languages[name].get("from")
+    extra = f"base={base_id};parent={source_hash(parent, languages, base_id) if parent else ''}"
+    dirs = [HERE / "agent", HERE / name]
+    return hash_tree(dirs, HERE, extra=extra + (HERE / "Dockerfile").read_text())
+
+
+def sources_hash(name: str, languages: dict[str, dict] | None = None) -> str:
+    """The hash of the sources the agent and the runner run from: the agent, the Dockerfile, the
+    language's folder and the folders it is built on (not the base: its packages are not ours).
+    Baked into the image (/opt/warmbox/source-hash) and reported by the agent at hello; the pool
+    refuses an image whose hash is not its own checkout's (an image built from older sources
+    that speaks the same protocol VERSION)."""
+    languages = languages if languages is not None else descriptors()
+    folders = []
+    while name:
+        folders.append(HERE / name)
+        name = languages[name].get("from", "")
+    return hash_tree([HERE / "agent", *folders], HERE, extra=(HERE / "Dockerfile").read_text())
+
+
+def build_language(
+    name: str, descriptor: dict, from_image: str, digest: str, *, no_cache: bool = False
+) -> None:
+    needed = [
+        f"agent/{name}.py"
+        for name in (
+            "agent",
+            "cases",
+            "cleanup",
+            "execution",
+            "protocol",
+            "session",
+            "session_files",
+            "workspace",
+            "zygote",
+        )
+    ]
+    missing = [path for path in needed if not (HERE / path).is_file()]
     if missing:
         raise BuildError(f"missing sandbox sources: {', '.join(missing)}")
+    packages = " ".join(descriptor.get("packages", []))
     command = [
         "build",
         "--quiet",
+        *(["--no-cache"] if no_cache else []),
+        # Packages come from the Debian mirror; the engine runs with --bridge=none, so only the
+        # host's network reaches it. A layer without packages needs no network at all.
         "--network",
-        "none",  # proves the Dockerfile needs nothing from outside
+        "host" if packages else "none",
         "-f",
-        str(HERE / "python" / "Dockerfile"),
+        str(HERE / "Dockerfile"),
         "--build-arg",
-        f"BASE_IMAGE={base_image}",
+        f"BASE_IMAGE={from_image}",
+        "--build-arg",
+        f"LANGUAGE={name}",
+        "--build-arg",
+        f"PACKAGES={packages}",
+        "--build-arg",
+        f"SOURCES_HASH={sources_hash(name)}",
         "--label",
-        f"{SOURCE_HASH_LABEL}={source_hash}",
+        f"{SOURCE_HASH_LABEL}={digest}",
         "-t",
-        PYTHON_IMAGE,
+        image_name(name),
         str(HERE),
     ]
     # The legacy builder is what Debian's engine has; BuildKit would need the buildx plugin.
@@ -265,7 +352,29 @@ def build_python(base_image: str, source_hash: str) -> None:
         ["docker", *command], capture_output=True, text=True, check=False, env=env
     )
     if result.returncode != 0:
-        raise BuildError(f"docker build failed:\n{(result.stdout + result.stderr)[-3000:]}")
+        raise BuildError(
+            f"docker build of {name} failed:\n{(result.stdout + result.stderr)[-3000:]}"
+        )
+
+
+def ensure_language(
+    name: str, languages: dict[str, dict], base: str, *, force: bool, no_cache: bool = False
+) -> bool:
+    """Build one language's image unless its label says it is up to date; True when built."""
+    base_id = hash_tree([BASE_DIR], HERE) if base == BASE_IMAGE else base
+    digest = source_hash(name, languages, base_id)
+    target = image_name(name)
+    current = image_info(target)
+    if not force and current and current[1].get(SOURCE_HASH_LABEL) == digest:
+        say(f"{target} is up to date ({digest[:12]})")
+        return False
+    parent = languages[name].get("from")
+    started = time.monotonic()
+    from_image = image_name(parent) if parent else base
+    build_language(name, languages[name], from_image, digest, no_cache=no_cache)
+    remove_replaced(current[0] if current else None, target)
+    say(f"{target} built in {time.monotonic() - started:.0f}s ({digest[:12]})")
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,26 +390,29 @@ def main(argv: list[str] | None = None) -> int:
         help="Debian mirror for debootstrap (default: from this machine's apt sources)",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="with --force: no Docker layer cache either"
+    )
+    parser.add_argument(
+        "--language",
+        action="append",
+        default=[],
+        help="build only this language (and what it builds on); repeatable; default: all",
+    )
     args = parser.parse_args(argv)
-
     base_image = args.base_image or BASE_IMAGE
-    # The base's identity is part of the hash: switching bases must rebuild the language layer.
-    base_id = hash_tree([BASE_DIR], HERE) if base_image == BASE_IMAGE else base_image
-    source_hash = hash_tree([HERE / d for d in SOURCE_DIRS], HERE, extra=f"base={base_id}")
+    started = time.monotonic()
     try:
-        current = image_info(PYTHON_IMAGE)
-        if not args.force and current and current[1].get(SOURCE_HASH_LABEL) == source_hash:
-            say(f"{PYTHON_IMAGE} is up to date ({source_hash[:12]})")
-            return 0
+        languages = descriptors()
+        order = build_order(languages, args.language or sorted(languages))
         if base_image == BASE_IMAGE:
             ensure_base(args.mirror or None, force=args.force)
-        started = time.monotonic()
-        build_python(base_image, source_hash)
-        remove_replaced(current[0] if current else None, PYTHON_IMAGE)
-        say(f"{PYTHON_IMAGE} built in {time.monotonic() - started:.0f}s ({source_hash[:12]})")
-    except (BuildError, subprocess.CalledProcessError, OSError) as exc:
+        for name in order:
+            ensure_language(name, languages, base_image, force=args.force, no_cache=args.no_cache)
+    except (BuildError, subprocess.CalledProcessError, OSError, ValueError) as exc:
         print(f"images: {exc}", file=sys.stderr)
         return 1
+    say(f"{len(order)} image(s) ready in {time.monotonic() - started:.1f}s")
     return 0
 
 

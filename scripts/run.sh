@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/prestart.sh
-exec uv run --frozen uvicorn app.main:app_factory --factory --host "${HOST:-127.0.0.1}" \
-    --port "${PORT:-8000}"
+# app.serve starts uvicorn with its proxy headers off: only TRUSTED_PROXIES are believed.
+exec uv run --frozen python -m app.serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"

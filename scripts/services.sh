@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STATE=$PWD/.test-services
+STATE=${WARMBOX_SERVICES_DIR:-$PWD/.test-services}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_USER=postgres # the database role; trust auth, loopback only
 PG_DB=warmbox

@@ -12,11 +12,12 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.auth import repository
-from app.auth.models import User
+from app.auth.models import Role, User
 from app.auth.permissions import Permission, has_permission
 from app.auth.security import TokenType, decode_token
 from app.core.deps import SessionDep, SettingsDep
 from app.core.errors import AuthenticationError, AuthorizationError
+from app.ratelimit.dependencies import limit_execution
 
 TOKEN_URL = "/api/v1/auth/login"  # noqa: S105 (a path, not a secret)
 
@@ -71,3 +72,9 @@ def require_permission(*permissions: Permission) -> Callable[[User], Awaitable[U
         return user
 
     return check_permissions
+
+
+async def execute_rate_limit(request: Request, user: CurrentUser) -> None:
+    """RATE_LIMIT_EXECUTE for code execution and job submission, per user; the admin exemption
+    follows the role stored in the database (`user` was just loaded from it)."""
+    await limit_execution(request, user_id=user.id, is_admin=user.role == Role.ADMIN.value)

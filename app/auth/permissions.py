@@ -38,3 +38,11 @@ def has_permission(role: Role | str, permission: Permission) -> bool:
         return permission in ROLE_PERMISSIONS[Role(role)]
     except ValueError:
         return False
+
+
+def may_act_on(
+    role: Role | str, user_id: str, owner_id: str, *, own: Permission, every: Permission
+) -> bool:
+    """Whether a caller may act on a resource owned by `owner_id`: their own with `own`,
+    anyone's with `every` (jobs and submissions share this rule)."""
+    return (owner_id == user_id and has_permission(role, own)) or has_permission(role, every)

@@ -22,7 +22,11 @@ def get_user(session: Session, user_id: str) -> User | None:
 
 
 def get_user_by_username(session: Session, username: str) -> User | None:
-    return session.scalar(select(User).where(User.username_key == username_key(username)))
+    key = username_key(username)
+    if "\x00" in key:
+        # No username has one (the pattern refuses it), and PostgreSQL refuses it in a query.
+        return None
+    return session.scalar(select(User).where(User.username_key == key))
 
 
 def add_user(session: Session, user: User) -> User:

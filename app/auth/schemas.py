@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from app.auth.models import Role
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # Long enough for any passphrase, short enough that hashing it is not a denial of service.
@@ -54,3 +57,18 @@ class TokenPair(BaseModel):
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth2 token type)
     expires_in: int = Field(description="seconds until the access token expires")
     refresh_expires_in: int = Field(description="seconds until the refresh token expires")
+
+
+class UserRead(BaseModel):
+    """An account as the API shows it (never the hash). Auth owns the account, so the schema
+    lives here; `app.users` reuses it for its own endpoints."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    username: str
+    email: str | None
+    role: Role
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime

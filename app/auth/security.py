@@ -17,6 +17,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from jose import ExpiredSignatureError, JWTError, jwt
 
+from app.auth import hashing
 from app.core.config import Settings
 from app.core.errors import AuthenticationError
 
@@ -51,14 +52,20 @@ class IssuedToken:
 
 
 def hash_password(password: str) -> str:
-    """Hash with argon2id; the clear password is never stored or logged."""
-    return password_hasher.hash(password)
+    """Hash with argon2id; the clear password is never stored or logged. Blocking and bounded:
+    call it from a worker thread; it waits for a hashing slot or raises 503 (see `hashing`)."""
+    return hashing.current_gate().run(password_hasher.hash, password)
 
 
 def verify_password(password_hash: str, password: str) -> bool:
-    """Constant-work check: a wrong password and a corrupt hash both simply fail."""
+    """Constant-work check: a wrong password and a corrupt hash both simply fail. Blocking and
+    bounded like `hash_password`."""
+    return hashing.current_gate().run(_verify, password_hasher, password_hash, password)
+
+
+def _verify(hasher: PasswordHasher, password_hash: str, password: str) -> bool:
     try:
-        return password_hasher.verify(password_hash, password)
+        return hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -73,7 +80,9 @@ def password_needs_rehash(password_hash: str) -> bool:
 
 @lru_cache(maxsize=4)
 def _dummy_hash(hasher: PasswordHasher) -> str:
-    return hasher.hash(uuid.uuid4().hex)
+    # Through the gate too: a burst of unknown usernames at start-up would otherwise make one
+    # unbounded hash per caller before the cache is filled.
+    return hashing.current_gate().run(hasher.hash, uuid.uuid4().hex)
 
 
 def burn_password_check(password: str) -> None:

@@ -1,1 +1,1 @@
-"""Synchronous code execution."""
+"""Synchronous runs (`POST /code/execute`): run now within the user's share, stored as a job."""

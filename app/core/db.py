@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event, text
+from sqlalchemy import DateTime, Engine, LargeBinary, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -46,6 +46,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+class Utf8Bytes(TypeDecorator[str]):
+    """Text kept as its UTF-8 bytes (PostgreSQL `bytea`, SQLite `BLOB`), for what users write.
+
+    PostgreSQL's `text` refuses U+0000, and code and program output may contain it (binary
+    output, a C string gone wrong). Stored as bytes, every string is kept exactly and both
+    databases store and return the same thing. Such columns are never searched by content.
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> bytes | None:
+        # Strict: a lone surrogate is refused before it gets here (see the jobs service).
+        return None if value is None else value.encode("utf-8")
+
+    def process_result_value(self, value: bytes | None, dialect: Any) -> str | None:
+        return None if value is None else bytes(value).decode("utf-8")
 
 
 class Base(DeclarativeBase):
@@ -102,7 +121,11 @@ def create_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit when the block ends cleanly, roll back when it raises."""
+    """One unit of work: commit when the block ends cleanly, roll back when it raises.
+
+    A request's session must end before its response is sent (`SessionDep` is function-scoped):
+    a commit that fails must be able to change the answer.
+    """
     session = factory()
     try:
         yield session

@@ -22,4 +22,7 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the commit runs when the handler returns and before the response is sent, so
+# a 2xx means the write is durable and visible to the next request, and a failed commit becomes
+# an error response (503 for OperationalError) instead of a log line after a 2xx.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]

@@ -20,6 +20,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     CONFLICT = "CONFLICT"
     RATE_LIMITED = "RATE_LIMITED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     UNSUPPORTED_LANGUAGE = "UNSUPPORTED_LANGUAGE"
@@ -29,6 +30,8 @@ class ErrorCode(StrEnum):
     EXECUTION_TIMEOUT = "EXECUTION_TIMEOUT"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    SESSION_GONE = "SESSION_GONE"
+    SESSION_BUSY = "SESSION_BUSY"
 
 
 class AppError(Exception):
@@ -97,6 +100,19 @@ class RateLimitedError(AppError):
     default_message = "too many requests"
 
 
+class QuotaExceededError(AppError):
+    """The caller already holds their share of the sandboxes or of the job queue; unlike a rate
+    limit, this counts work in progress, and frees up as the caller's own runs finish."""
+
+    status_code = HTTPStatus.TOO_MANY_REQUESTS
+    code = ErrorCode.QUOTA_EXCEEDED
+    default_message = "you already hold your share; retry when one of your runs has finished"
+
+    def __init__(self, message: str | None = None, *, retry_after_s: int = 1, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.headers.setdefault("Retry-After", str(max(1, retry_after_s)))
+
+
 class PayloadTooLargeError(AppError):
     status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     code = ErrorCode.PAYLOAD_TOO_LARGE
@@ -143,6 +159,22 @@ class ServiceUnavailableError(AppError):
     status_code = HTTPStatus.SERVICE_UNAVAILABLE
     code = ErrorCode.SERVICE_UNAVAILABLE
     default_message = "the service is not available right now"
+
+
+class SessionGoneError(AppError):
+    """The session ended (closed, idle, expired, or the service restarted): its state is gone."""
+
+    status_code = HTTPStatus.GONE
+    code = ErrorCode.SESSION_GONE
+    default_message = "this session has ended"
+
+
+class SessionBusyError(AppError):
+    """A cell is running in the session; cells never interleave, so the next one is refused."""
+
+    status_code = HTTPStatus.CONFLICT
+    code = ErrorCode.SESSION_BUSY
+    default_message = "a cell is running in this session; send the next one when it has finished"
 
 
 def error_body(

@@ -1,11 +1,11 @@
 """Small pure-ASGI middleware: request context and access log, body size limit, content type.
 
-They run outside FastAPI's routing, so they answer with the project's error body themselves.
+They run outside FastAPI's routing, so they answer with the project's error body themselves,
+as a Starlette response called as an ASGI app.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -13,6 +13,8 @@ from typing import Any
 
 import sentry_sdk
 import structlog
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import ErrorCode, error_body
@@ -27,36 +29,30 @@ _ACCEPTED_CONTENT_TYPES = (
     "multipart/form-data",
 )
 
+# Uploads of a session's files (issue 13) take the raw bytes, whatever their type.
+_RAW_BODY_PATH = re.compile(r"^/api/v1/sessions/[^/]+/files/.")
+
 access_log = structlog.get_logger("warmbox.access")
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return None
+def _header(scope: Scope, name: str) -> str | None:
+    return Headers(scope=scope).get(name)
 
 
-async def send_error(
+def error_response(
     scope: Scope,
-    send: Send,
     status: int,
     code: ErrorCode,
     message: str,
     *,
     details: Any = None,
     headers: dict[str, str] | None = None,
-) -> None:
-    """Answer with the project's error body from pure-ASGI code, outside FastAPI's handlers."""
+) -> JSONResponse:
+    """The project's error body as a Starlette response, for pure-ASGI code outside FastAPI's
+    handlers: answer with `await error_response(...)(scope, receive, send)`."""
     request_id = scope.get("state", {}).get("request_id")
-    body = json.dumps(error_body(code, message, request_id, details)).encode()
-    raw_headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": int(status), "headers": raw_headers})
-    await send({"type": "http.response.body", "body": body})
+    body = error_body(code, message, request_id, details)
+    return JSONResponse(body, status_code=int(status), headers=headers)
 
 
 class RequestContextMiddleware:
@@ -70,7 +66,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = _header(scope, b"x-request-id")
+        incoming = _header(scope, "x-request-id")
         request_id = (
             incoming if incoming and _SANE_REQUEST_ID.match(incoming) else str(uuid.uuid4())
         )
@@ -98,9 +94,8 @@ class RequestContextMiddleware:
             access_log.exception("unhandled_error", error_type=type(exc).__name__)
             sentry_sdk.capture_exception(exc)
             if not status_holder.get("started"):
-                await send_error(
-                    scope, send_with_headers, 500, ErrorCode.INTERNAL_ERROR, "internal error"
-                )
+                response = error_response(scope, 500, ErrorCode.INTERNAL_ERROR, "internal error")
+                await response(scope, receive, send_with_headers)
         finally:
             self._log(scope, status_holder["status"], (time.perf_counter() - started) * 1000)
             structlog.contextvars.unbind_contextvars("request_id")
@@ -133,13 +128,16 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
+        declared = _header(scope, "content-length")
         if declared is not None:
             if not declared.isdigit():
-                await send_error(scope, send, 400, ErrorCode.VALIDATION_ERROR, "bad content-length")
+                response = error_response(
+                    scope, 400, ErrorCode.VALIDATION_ERROR, "bad content-length"
+                )
+                await response(scope, receive, send)
                 return
             if int(declared) > self.max_bytes:
-                await self._refuse(scope, send)
+                await self._refuse(scope, receive, send)
                 return
         received = 0
         too_large = False
@@ -164,7 +162,7 @@ class BodySizeLimitMiddleware:
                 await send(message)
             elif not refused:
                 refused = True
-                await self._refuse(scope, send)
+                await self._refuse(scope, receive, send)
 
         try:
             await self.app(scope, counting_receive, refusing_send)
@@ -172,16 +170,12 @@ class BodySizeLimitMiddleware:
             if not too_large:
                 raise
         if too_large and not refused:
-            await self._refuse(scope, send)
+            await self._refuse(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        await send_error(
-            scope,
-            send,
-            413,
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"the request body is larger than {self.max_bytes} bytes",
-        )
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"the request body is larger than {self.max_bytes} bytes"
+        response = error_response(scope, 413, ErrorCode.PAYLOAD_TOO_LARGE, message)
+        await response(scope, receive, send)
 
 
 class ContentTypeMiddleware:
@@ -192,16 +186,13 @@ class ContentTypeMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("method", "").encode() in _BODY_METHODS:
-            content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
-            length = _header(scope, b"content-length")
-            has_body = length not in (None, "0") or _header(scope, b"transfer-encoding")
-            if has_body and content_type not in _ACCEPTED_CONTENT_TYPES:
-                await send_error(
-                    scope,
-                    send,
-                    415,
-                    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                    "send the body as application/json",
-                )
+            content_type = (_header(scope, "content-type") or "").split(";")[0].strip().lower()
+            length = _header(scope, "content-length")
+            has_body = length not in (None, "0") or _header(scope, "transfer-encoding")
+            raw = _RAW_BODY_PATH.match(scope.get("path", ""))  # session files: any bytes
+            if has_body and content_type not in _ACCEPTED_CONTENT_TYPES and not raw:
+                message = "send the body as application/json"
+                response = error_response(scope, 415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, message)
+                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

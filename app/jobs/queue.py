@@ -1,275 +1,322 @@
-"""The job runner: a bounded in-memory queue of job ids and worker threads that feed the pool.
+"""JobQueue: the in-memory index of queued jobs that the job workers take from, fair between users.
 
-The database is the truth and this queue only an index into it. A job is acknowledged (202) only
-once it is committed as `queued`; a worker moves it `queued -> running` with a conditional UPDATE
-(so a cancel and a claim can never both win), runs it on the pool and stores the result in one
-commit. At start-up, `recover` fails what a dead process left `running` and re-queues what it left
-`queued`, oldest first; nothing acknowledged is ever dropped.
+The database is the truth and this queue only an index into it: a job enters once it is committed
+as `queued`, and a restart rebuilds the queue from the database. Like arq's `jobs.py`, this module
+knows nothing of who runs the jobs: the service puts jobs in and asks for cancels, the workers
+(`app/jobs/worker.py`) take jobs out; neither imports the other.
+
+Fairness: users with queued work take turns (round robin), so one user's hundred queued jobs
+delay another user's first job by at most one job per worker. A user who already holds their
+share of runs (`RunShares`) is skipped until one of their runs ends, so their queued jobs wait
+for their own share instead of holding a worker that could serve someone else.
+
+Several nodes (issue 14): each node's queue indexes the jobs it accepted plus those it claimed
+from the database when it had room (`room`, `requeue`; see `app/jobs/leasing.py`). A job may sit
+in two nodes' queues; the database decides who runs it (the worker's conditional claim), and the
+loser drops it when its turn comes.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
-import structlog
-from sqlalchemy.orm import Session, sessionmaker
-
-from app.core.config import Settings
-from app.core.errors import AppError, PoolExhaustedError, ServiceUnavailableError
-from app.jobs import repository
-from app.jobs.models import Job, JobStatus
-from app.jobs.service import failure_values, outcome_values, run_request_for
+from app.core.errors import PoolExhaustedError, QuotaExceededError, ServiceUnavailableError
+from app.jobs.shares import RunShares, ShareTicket
 from app.sandbox.stats import LatencyWindow
 
-if TYPE_CHECKING:
-    from app.observability.metrics import Metrics
-    from app.sandbox.manager import SandboxManager
-
-log = structlog.get_logger(__name__)
-
-SHUTDOWN_REASON = "the service stopped before the job finished"
-CANCEL_RETRY_S = 5.0
-_EXHAUSTED_BACKOFF_S = 0.05
+CancelHandler = Callable[[str], None]
 
 
-@dataclass
-class _Active:
-    cancel: bool = False
-    shutdown: bool = False
+@dataclass(frozen=True)
+class QueuedJob:
+    job_id: str
+    user_id: str
+    timeout_s: float
 
 
 @dataclass
-class Slot:
-    """A reserved place in the queue; set `job_id` once the job is committed to enqueue it."""
+class QueuePlace:
+    """A place reserved in the queue while the job is written; set `job` once it is committed."""
 
-    job_id: str | None = None
-
-
-def recover(session_factory: sessionmaker[Session]) -> tuple[int, list[str]]:
-    """Fail the jobs a previous process left running; return that count and the queued ids."""
-    with session_factory() as session:
-        failed = repository.fail_running(session, reason=repository.RESTART_REASON)
-        queued = repository.queued_ids(session)
-        session.commit()
-    if failed or queued:
-        log.warning("jobs_recovered", failed_running=failed, requeued=len(queued))
-    return failed, queued
+    user_id: str
+    job: QueuedJob | None = None
 
 
-class JobRunner:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        session_factory: sessionmaker[Session],
-        manager: SandboxManager,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.settings = settings
-        self.session_factory = session_factory
-        self.manager = manager
-        self.metrics = metrics
-        self.capacity = settings.job_queue_max
-        self.workers = settings.effective_job_workers
+@dataclass
+class TakenJob:
+    """A job a worker has taken, with its user's share held; cancel and shutdown set the flags."""
+
+    job_id: str
+    ticket: ShareTicket = field(repr=False)
+    cancel_requested: bool = False
+    shutting_down: bool = False
+    leased: bool = False  # the worker's claim committed: this node holds the job's lease
+    lease_lost: bool = False  # another node took the job over (this node looked dead)
+
+
+class JobQueue:
+    """Bounded queue of jobs, served round robin between users within their run shares.
+
+    Args:
+        capacity: queued jobs in all (JOB_QUEUE_MAX).
+        per_user: queued jobs per user (JOB_QUEUE_MAX_PER_USER, 0 = no per-user bound).
+        workers: how many workers take from it (for the wait estimate).
+        shares: the per-user run shares a taken job counts against.
+    """
+
+    def __init__(self, *, capacity: int, per_user: int, workers: int, shares: RunShares) -> None:
+        self.capacity = capacity
+        self.per_user = per_user
+        self.workers = workers
+        self.shares = shares
         self._cond = threading.Condition()
-        self._pending: deque[str] = deque()
-        self._reserved = 0
-        self._active: dict[str, _Active] = {}
+        self._pending: dict[str, deque[QueuedJob]] = {}  # per user, oldest first
+        self._pending_ids: set[str] = set()
+        self._turns: deque[str] = deque()  # users with queued jobs, next turn first
+        self._reserved: dict[str, int] = {}
+        self._taken: dict[str, TakenJob] = {}
         self._accepting = True
-        self._stopping = False
-        self._threads: list[threading.Thread] = []
+        self._closed = False
         self._run_times = LatencyWindow(size=200)
+        self._cancel_handler: CancelHandler | None = None
+        self._room_handler: Callable[[], None] | None = None
+        shares.on_release(self._wake)
 
-    # ------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------ producers
 
-    def start(self, recovered: list[str] | None = None) -> None:
-        """Queue the recovered ids first (they may exceed the capacity: they were acknowledged),
-        then start the workers."""
+    def requeue(self, jobs: list[QueuedJob]) -> int:
+        """Put back what a restart found queued or what this node claimed, oldest first; may
+        exceed every bound (those jobs were acknowledged). A job already here is not added
+        twice. How many were added."""
         with self._cond:
-            self._pending.extend(recovered or [])
-        for number in range(self.workers):
-            thread = threading.Thread(target=self._work, name=f"job-worker-{number}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        log.info("job_runner_started", workers=self.workers, queued=len(self._pending))
+            added = sum(self._append_locked(job) for job in jobs)
+            self._cond.notify_all()
+            return added
 
-    def stop(self, grace_s: float) -> None:
-        """Stop taking jobs, let running ones finish up to `grace_s`, then stop and record them.
+    @contextmanager
+    def reserve(self, user_id: str, *, share_exempt: bool = False) -> Iterator[QueuePlace]:
+        """Hold a queue place while the job is written; the job is queued when the block ends.
 
-        Jobs still queued stay `queued` in the database and run after the next start.
+        Raises:
+            ServiceUnavailableError: the service is shutting down.
+            QuotaExceededError: the user already has `per_user` jobs queued (unless exempt).
+            PoolExhaustedError: the whole queue is full (503 with Retry-After).
         """
+        with self._cond:
+            self._refuse_locked(user_id, share_exempt=share_exempt)
+            self._reserved[user_id] = self._reserved.get(user_id, 0) + 1
+        place = QueuePlace(user_id)
+        try:
+            yield place
+        finally:
+            with self._cond:
+                self._reserved[user_id] -= 1
+                if not self._reserved[user_id]:
+                    del self._reserved[user_id]
+                if place.job is not None:
+                    self._append_locked(place.job)
+                    self._cond.notify_all()
+
+    def _refuse_locked(self, user_id: str, *, share_exempt: bool) -> None:
+        if not self._accepting:
+            raise ServiceUnavailableError(
+                "the service is shutting down; retry shortly", headers={"Retry-After": "5"}
+            )
+        queued = len(self._pending.get(user_id, ())) + self._reserved.get(user_id, 0)
+        if self.per_user and not share_exempt and queued >= self.per_user:
+            raise QuotaExceededError(
+                f"you already have {queued} jobs queued (at most {self.per_user}); "
+                "retry when one of them has started",
+                retry_after_s=math.ceil(self._average_run_s()) or 1,
+                details={"queued": queued, "max_queued_per_user": self.per_user},
+            )
+        depth = self._depth_locked() + sum(self._reserved.values())
+        if depth >= self.capacity:
+            raise PoolExhaustedError(
+                "the job queue is full; retry later",
+                retry_after_s=round(self._expected_wait_locked()) or 1,
+                details={"queue_depth": self._depth_locked(), "capacity": self.capacity},
+            )
+
+    def _append_locked(self, job: QueuedJob) -> bool:
+        """Index the job unless it is here already (this node may have claimed a job it had
+        just accepted, between its commit and the end of `reserve`)."""
+        if job.job_id in self._pending_ids or job.job_id in self._taken:
+            return False
+        if job.user_id not in self._pending:
+            self._pending[job.user_id] = deque()
+            self._turns.append(job.user_id)
+        self._pending[job.user_id].append(job)
+        self._pending_ids.add(job.job_id)
+        return True
+
+    def cancel(self, job_id: str) -> None:
+        """Drop a queued job, or flag a taken one and ask the workers to stop its run."""
+        with self._cond:
+            if self._drop_queued_locked(job_id):
+                return
+            taken = self._taken.get(job_id)
+            if taken is None or taken.cancel_requested:
+                return  # not here, or already being stopped
+            taken.cancel_requested = True
+            handler = self._cancel_handler
+        if handler is not None:
+            handler(job_id)
+
+    def _drop_queued_locked(self, job_id: str) -> bool:
+        if job_id not in self._pending_ids:
+            return False
+        for user_id, jobs in self._pending.items():
+            for job in jobs:
+                if job.job_id == job_id:
+                    jobs.remove(job)
+                    self._pending_ids.discard(job_id)
+                    if not jobs:
+                        self._forget_user_locked(user_id)
+                    return True
+        return False
+
+    def _forget_user_locked(self, user_id: str) -> None:
+        del self._pending[user_id]
+        self._turns.remove(user_id)
+
+    # ------------------------------------------------------------------ consumers
+
+    def on_cancel(self, handler: CancelHandler) -> None:
+        """Called (outside the lock) with the id of every taken job a caller cancels."""
+        self._cancel_handler = handler
+
+    def take(self) -> TakenJob | None:
+        """Block until some user with queued work has room in their share; take their oldest job
+        and hold that share. None once the queue is closed."""
+        with self._cond:
+            while not self._closed:
+                taken = self._take_next_turn_locked()
+                if taken is not None:
+                    self._taken[taken.job_id] = taken
+                    return taken
+                self._cond.wait()
+            return None
+
+    def _take_next_turn_locked(self) -> TakenJob | None:
+        for _ in range(len(self._turns)):
+            user_id = self._turns[0]
+            self._turns.rotate(-1)  # this user's turn is used, whether or not they can run
+            job = self._pending[user_id][0]
+            ticket = self.shares.try_acquire(user_id, run_timeout_s=job.timeout_s)
+            if ticket is None:
+                continue  # the user's share is full; their jobs wait for their own runs
+            self._pending_ids.discard(self._pending[user_id].popleft().job_id)
+            if not self._pending[user_id]:
+                self._forget_user_locked(user_id)
+            return TakenJob(job.job_id, ticket)
+        return None
+
+    def done(self, taken: TakenJob, run_time_s: float | None = None) -> None:
+        """The worker has finished with the job: forget it and release its user's share."""
+        with self._cond:
+            self._taken.pop(taken.job_id, None)
+            if run_time_s is not None:
+                self._run_times.add(run_time_s * 1000)
+            self._cond.notify_all()
+            handler = self._room_handler
+        self.shares.release(taken.ticket)
+        if handler is not None:
+            handler()
+
+    # ------------------------------------------------------------------ leases
+
+    def on_room(self, handler: Callable[[], None]) -> None:
+        """Called (outside the lock) whenever a worker is done: this node may claim more."""
+        self._room_handler = handler
+
+    def room(self) -> int:
+        """How many more jobs this node's workers could start now: what it may claim."""
+        with self._cond:
+            if self._closed:
+                return 0
+            return max(0, self.workers - self._depth_locked() - len(self._taken))
+
+    def held_ids(self) -> tuple[list[str], list[str]]:
+        """(queued here, running here with their lease): the leases this node renews."""
+        with self._cond:
+            pending = list(self._pending_ids)
+            return pending, [job_id for job_id, t in self._taken.items() if t.leased]
+
+    def lease_lost(self, job_ids: set[str]) -> None:
+        """Another node took these running jobs over: stop their runs, store nothing."""
+        with self._cond:
+            lost = [
+                taken
+                for job_id in job_ids
+                if (taken := self._taken.get(job_id)) is not None and not taken.lease_lost
+            ]
+            for taken in lost:
+                taken.lease_lost = True
+                taken.cancel_requested = True  # what a worker checks between steps
+            handler = self._cancel_handler
+        if handler is not None:
+            for taken in lost:
+                handler(taken.job_id)
+
+    def _wake(self, _user_id: str) -> None:
+        """A share was released (here or by a synchronous run): a waiting user may now run."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def is_taken(self, job_id: str) -> bool:
+        with self._cond:
+            return job_id in self._taken
+
+    # ------------------------------------------------------------------ shutdown
+
+    def close(self, grace_s: float) -> list[TakenJob]:
+        """Stop accepting and taking; wait up to `grace_s` for taken jobs to be done, then flag
+        and return those still taken. Queued jobs stay queued in the database."""
         deadline = time.monotonic() + grace_s
         with self._cond:
             self._accepting = False
-            self._stopping = True
+            self._closed = True
             self._cond.notify_all()
-            while self._active and (remaining := deadline - time.monotonic()) > 0:
+            while self._taken and (remaining := deadline - time.monotonic()) > 0:
                 self._cond.wait(remaining)
-            leftover = list(self._active)
-            for job_id in leftover:
-                self._active[job_id].shutdown = True
-        for job_id in leftover:
-            self.manager.cancel(job_id)
-        join_deadline = time.monotonic() + 3.0
-        for thread in self._threads:
-            thread.join(timeout=max(0.0, join_deadline - time.monotonic()))
+            leftover = list(self._taken.values())
+            for taken in leftover:
+                taken.shutting_down = True
+            return leftover
+
+    def still_taken(self) -> list[str]:
         with self._cond:
-            stuck = list(self._active)
-        if stuck:
-            with self.session_factory() as session:
-                repository.fail_running(session, reason=SHUTDOWN_REASON, job_ids=stuck)
-                session.commit()
-        log.info("job_runner_stopped", interrupted=len(leftover), queued_left=len(self._pending))
-
-    # ------------------------------------------------------------------ submission
-
-    @contextmanager
-    def reserve(self) -> Iterator[Slot]:
-        """Hold a queue place while the job is written; refuse when the queue is full.
-
-        Raises:
-            PoolExhaustedError: the queue is full (503 with Retry-After); nothing is stored.
-            ServiceUnavailableError: the service is shutting down.
-        """
-        with self._cond:
-            if not self._accepting:
-                raise ServiceUnavailableError(
-                    "the service is shutting down; retry shortly", headers={"Retry-After": "5"}
-                )
-            if len(self._pending) + self._reserved >= self.capacity:
-                raise PoolExhaustedError(
-                    "the job queue is full; retry later",
-                    retry_after_s=round(self._expected_wait_locked()) or 1,
-                    details={"queue_depth": len(self._pending), "capacity": self.capacity},
-                )
-            self._reserved += 1
-        slot = Slot()
-        try:
-            yield slot
-        finally:
-            with self._cond:
-                self._reserved -= 1
-                if slot.job_id is not None:
-                    self._pending.append(slot.job_id)
-                    self._cond.notify()
-
-    def cancel(self, job_id: str) -> None:
-        """Stop a job this process is running, within about a second."""
-        with self._cond:
-            active = self._active.get(job_id)
-            if active is None:
-                return
-            active.cancel = True
-        if not self.manager.cancel(job_id):
-            # Claimed but not yet inside a container: keep trying until the run starts or ends.
-            threading.Thread(target=self._keep_cancelling, args=(job_id,), daemon=True).start()
-
-    def _keep_cancelling(self, job_id: str) -> None:
-        deadline = time.monotonic() + CANCEL_RETRY_S
-        while time.monotonic() < deadline:
-            with self._cond:
-                if job_id not in self._active:
-                    return
-            if self.manager.cancel(job_id):
-                return
-            time.sleep(0.05)
+            return list(self._taken)
 
     # ------------------------------------------------------------------ observation
 
-    def _expected_wait_locked(self) -> float:
+    def _depth_locked(self) -> int:
+        return sum(len(jobs) for jobs in self._pending.values())
+
+    def _average_run_s(self) -> float:
         summary = self._run_times.summary()
-        if not summary["count"]:
-            return 0.0
-        average_s = float(summary["avg_ms"]) / 1000
-        return round(average_s * (len(self._pending) + len(self._active)) / self.workers, 3)
+        return float(summary["avg_ms"]) / 1000 if summary["count"] else 0.0
+
+    def _expected_wait_locked(self) -> float:
+        waiting = self._depth_locked() + len(self._taken)
+        return round(self._average_run_s() * waiting / self.workers, 3)
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
             return {
-                "depth": len(self._pending),
+                "depth": self._depth_locked(),
                 "capacity": self.capacity,
                 "workers": self.workers,
-                "running": len(self._active),
+                "running": len(self._taken),
+                "users_waiting": len(self._turns),
                 "accepting": self._accepting,
                 "expected_wait": self._expected_wait_locked(),
             }
-
-    # ------------------------------------------------------------------ workers
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                job_id = self._pending.popleft()
-                active = self._active[job_id] = _Active()
-            try:
-                self._run_one(job_id, active)
-            except Exception:  # one bad job must not kill the worker
-                log.exception("job_worker_error", job_id=job_id)
-                self._record_failure_safely(job_id)
-            finally:
-                with self._cond:
-                    self._active.pop(job_id, None)
-                    self._cond.notify_all()
-
-    def _record_failure_safely(self, job_id: str) -> None:
-        """Mark the job failed; if even that fails (the database is down), keep the worker alive:
-        the job stays `running` in the database and the next start-up's recovery fails it."""
-        try:
-            self._record(job_id, failure_values("internal error while running the job"))
-        except Exception:
-            log.exception("job_failure_not_recorded", job_id=job_id)
-
-    def _run_one(self, job_id: str, active: _Active) -> None:
-        with self.session_factory() as session:
-            if not repository.claim(session, job_id):
-                return  # cancelled while queued, or already taken
-            session.commit()
-            job = repository.get(session, job_id)
-        if job is None:
-            return
-        values = self._execute(job, active)
-        if active.shutdown:
-            values = failure_values(SHUTDOWN_REASON)
-        elif active.cancel:
-            values = {**values, "status": JobStatus.CANCELLED.value}
-        self._record(job_id, values)
-        if self.metrics is not None:
-            self.metrics.observe_run(
-                language=job.language,
-                mode="async",
-                outcome=values["status"],
-                duration_s=values.get("execution_time_s"),
-            )
-
-    def _execute(self, job: Job, active: _Active) -> dict[str, Any]:
-        request = run_request_for(self.settings, job)
-        while True:
-            if active.cancel or active.shutdown:
-                return failure_values("cancelled before it started") | {
-                    "status": JobStatus.CANCELLED.value
-                }
-            try:
-                result = self.manager.run(request)
-            except PoolExhaustedError:
-                # Every container is busy with synchronous runs: a queued job waits its turn.
-                time.sleep(_EXHAUSTED_BACKOFF_S)
-                continue
-            except AppError as exc:
-                return failure_values(exc.message)
-            self._run_times.add(result.duration_s * 1000)
-            return outcome_values(result)
-
-    def _record(self, job_id: str, values: dict[str, Any]) -> None:
-        with self.session_factory() as session:
-            repository.finish(session, job_id, values)
-            session.commit()

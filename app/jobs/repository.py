@@ -10,10 +10,16 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.core import leases
 from app.core.db import utcnow
 from app.jobs.models import Job, JobStatus
 
 RESTART_REASON = "the service stopped while the job was running"
+EXPIRED_REASON = "the node running the job stopped answering (its lease expired)"
+TABLE = Job.__table__
+QUEUED = Job.status == JobStatus.QUEUED.value
+STARTED = Job.status == JobStatus.RUNNING.value
+CLAIM_ORDER = (Job.created_at.asc(), Job.id.asc())
 
 
 def add(session: Session, job: Job) -> Job:
@@ -59,22 +65,29 @@ def list_jobs(
     return session.scalars(stmt).all(), total
 
 
-def claim(session: Session, job_id: str) -> bool:
-    """queued -> running; False when someone else moved the job first (cancelled, claimed)."""
+def claim(session: Session, job_id: str, *, owner: str, lease_s: float) -> bool:
+    """queued -> running, leased to `owner`; False when someone else moved the job first
+    (cancelled, or claimed by another node: the lease must be free or already `owner`'s)."""
+    now = utcnow()
     stmt = (
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
-        .values(status=JobStatus.RUNNING.value, started_at=utcnow())
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.QUEUED.value,
+            leases.free_or_held_by(TABLE, owner, now),
+        )
+        .values(status=JobStatus.RUNNING.value, started_at=now, **leases.held(owner, lease_s, now))
     )
     return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
 
 
 def finish(session: Session, job_id: str, values: dict[str, Any]) -> bool:
-    """running -> a final status with its result; False when the job is no longer running."""
+    """running -> a final status with its result, its lease released; False when the job is no
+    longer running (cancelled, or failed by a node that took it over)."""
     stmt = (
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
-        .values(finished_at=utcnow(), **values)
+        .values(finished_at=utcnow(), **values, **leases.RELEASED)
     )
     return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
 
@@ -88,6 +101,7 @@ def cancel_queued(session: Session, job_id: str) -> bool:
             cancel_requested=True,
             finished_at=utcnow(),
             stderr="cancelled before it started",
+            **leases.RELEASED,
         )
     )
     return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
@@ -107,18 +121,53 @@ def fail_running(session: Session, *, reason: str, job_ids: Sequence[str] | None
     stmt = update(Job).where(Job.status == JobStatus.RUNNING.value)
     if job_ids is not None:
         stmt = stmt.where(Job.id.in_(job_ids))
-    stmt = stmt.values(status=JobStatus.FAILED.value, finished_at=utcnow(), stderr=reason)
+    stmt = stmt.values(
+        status=JobStatus.FAILED.value, finished_at=utcnow(), stderr=reason, **leases.RELEASED
+    )
     return session.execute(stmt).rowcount  # type: ignore[attr-defined, no-any-return]
 
 
-def queued_ids(session: Session) -> list[str]:
-    """Ids of every queued job, oldest first: what a restart must still run."""
+def fail_started(session: Session, job_ids: Sequence[str], reason: str) -> list[str]:
+    """The given running jobs -> failed with `reason`; the ids moved (a job that finished in
+    the meantime keeps its result)."""
+    if not job_ids:
+        return []
     stmt = (
-        select(Job.id)
-        .where(Job.status == JobStatus.QUEUED.value)
-        .order_by(Job.created_at.asc(), Job.id.asc())
+        update(Job)
+        .where(Job.id.in_(list(job_ids)), Job.status == JobStatus.RUNNING.value)
+        .values(
+            status=JobStatus.FAILED.value, finished_at=utcnow(), stderr=reason, **leases.RELEASED
+        )
+        .returning(Job.id)
     )
-    return list(session.scalars(stmt).all())
+    return list(session.scalars(stmt))
+
+
+def with_callback(session: Session, job_ids: Sequence[str]) -> Sequence[Job]:
+    """The given jobs that have a callback URL, read afresh (a finishing UPDATE bypasses the
+    session's copies)."""
+    if not job_ids:
+        return []
+    stmt = (
+        select(Job)
+        .where(Job.id.in_(job_ids), Job.callback_url.is_not(None))
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(stmt).all()
+
+
+def queued_jobs(
+    session: Session, job_ids: Sequence[str] | None = None
+) -> list[tuple[str, str, float]]:
+    """(id, user id, timeout) of every queued job (or of the given ones), oldest first."""
+    stmt = (
+        select(Job.id, Job.user_id, Job.timeout_s)
+        .where(Job.status == JobStatus.QUEUED.value)
+        .order_by(*CLAIM_ORDER)
+    )
+    if job_ids is not None:
+        stmt = stmt.where(Job.id.in_(list(job_ids)))
+    return [(job_id, user_id, timeout_s) for job_id, user_id, timeout_s in session.execute(stmt)]
 
 
 def active_counts_by_language(session: Session) -> dict[str, dict[str, int]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from http import HTTPStatus
 from typing import Annotated
@@ -11,15 +9,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.auth.dependencies import require_permission
+from app.auth.dependencies import execute_rate_limit, require_permission
 from app.auth.models import User
 from app.auth.permissions import Permission
 from app.core.deps import SessionDep
-from app.core.ratelimit import execute_rate_limit
+from app.core.error_schemas import error_responses
 from app.jobs import service
-from app.jobs.deps import RunnerDep, SandboxDep
+from app.jobs.callbacks import RESOURCE
+from app.jobs.dependencies import JobQueueDep
 from app.jobs.models import JobStatus
-from app.jobs.schemas import JobAccepted, JobPage, JobRead, RunBody, error_responses
+from app.jobs.schemas import JobAccepted, JobPage, JobRead, JobSummary
+from app.jobs.spec import LANGUAGE_PATTERN, JobBody, resolve_job_options, resolve_run
+from app.sandbox.dependencies import SandboxDep
+from app.webhooks.dependencies import ResolverDep
+from app.webhooks.service import deliveries_for
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -27,7 +30,6 @@ Submitter = Annotated[User, Depends(require_permission(Permission.EXECUTE_CODE))
 Reader = Annotated[User, Depends(require_permission(Permission.JOBS_READ_OWN))]
 Canceller = Annotated[User, Depends(require_permission(Permission.JOBS_CANCEL_OWN))]
 
-CANCEL_WAIT_S = 2.0
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -49,32 +51,39 @@ IdempotencyKey = Annotated[
     responses=error_responses(400, 401, 403, 413, 415, 422, 429, 503),
 )
 def submit_job(
-    body: RunBody,
+    body: JobBody,
     user: Submitter,
     request: Request,
     response: Response,
     session: SessionDep,
     sandbox: SandboxDep,
-    runner: RunnerDep,
+    queue: JobQueueDep,
+    resolver: ResolverDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     settings = request.app.state.settings
-    spec = service.resolve_run(settings=settings, manager=sandbox, body=body)
+    spec = resolve_run(settings=settings, manager=sandbox, body=body)
+    options = resolve_job_options(settings, body, resolver=resolver)
     job, replayed = service.submit_job(
-        session, runner=runner, user_id=user.id, spec=spec, idempotency_key=idempotency_key
+        session,
+        queue=queue,
+        user=user,
+        spec=spec,
+        idempotency_key=idempotency_key,
+        options=options,
     )
     location = f"{request.url.path.rstrip('/')}/{job.id}"
     response.headers["Location"] = location
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    queue = runner.stats() if runner is not None else {"depth": 0, "expected_wait": 0.0}
+    stats = queue.stats() if queue is not None else {"depth": 0, "expected_wait": 0.0}
     return JobAccepted(
         job_id=job.id,
         status=job.status,
         submitted_at=job.created_at,
         location=location,
-        queue_depth=queue["depth"],
-        expected_wait=queue["expected_wait"],
+        queue_depth=stats["depth"],
+        expected_wait=stats["expected_wait"],
     )
 
 
@@ -88,7 +97,9 @@ def list_jobs(
     user: Reader,
     session: SessionDep,
     status: JobStatus | None = None,
-    language: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
+    language: Annotated[
+        str | None, Query(min_length=1, max_length=32, pattern=LANGUAGE_PATTERN)
+    ] = None,
     user_id: Annotated[uuid.UUID | None, Query(description="admins only")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
@@ -102,7 +113,7 @@ def list_jobs(
         limit=limit,
         offset=offset,
     )
-    items = [service.job_summary(job) for job in jobs]
+    items = [JobSummary.from_job(job) for job in jobs]
     return JobPage(items=items, total=total, limit=limit, offset=offset)
 
 
@@ -113,7 +124,8 @@ def list_jobs(
     responses=error_responses(401, 403, 404, 422),
 )
 def read_job(job_id: uuid.UUID, user: Reader, session: SessionDep) -> JobRead:
-    return service.job_read(service.get_job(session, user=user, job_id=str(job_id)))
+    job = service.get_job(session, user=user, job_id=str(job_id))
+    return JobRead.from_job(job, deliveries_for(session, RESOURCE, job.id))
 
 
 @router.post(
@@ -123,15 +135,10 @@ def read_job(job_id: uuid.UUID, user: Reader, session: SessionDep) -> JobRead:
     responses=error_responses(401, 403, 404, 409, 422),
 )
 async def cancel_job(
-    job_id: uuid.UUID, user: Canceller, session: SessionDep, runner: RunnerDep
+    job_id: uuid.UUID, user: Canceller, session: SessionDep, queue: JobQueueDep
 ) -> JobRead:
     """A queued job is cancelled at once; a running one is killed and this waits (up to two
     seconds) to answer with its final state; a finished one is a 409."""
-    job = await run_in_threadpool(
-        service.cancel_job, session, runner=runner, user=user, job_id=str(job_id)
-    )
-    deadline = time.monotonic() + CANCEL_WAIT_S
-    while not JobStatus(job.status).is_final and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        job = await run_in_threadpool(service.reload, session, job.id) or job
-    return service.job_read(job)
+    job = await service.cancel_and_settle(session, queue=queue, user=user, job_id=str(job_id))
+    deliveries = await run_in_threadpool(deliveries_for, session, RESOURCE, job.id)
+    return JobRead.from_job(job, deliveries)

@@ -1,53 +1,48 @@
-"""What the code and jobs endpoints accept and answer; the shapes are the public contract."""
+"""What the jobs endpoints answer, and how a stored job becomes each answer."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from app.jobs.models import JobStatus
-
-# Hard ceilings for the schema; the configured limits (MAX_CODE_BYTES, RUN_MAX_TIMEOUT_S, ...)
-# are checked by the service, because they are known only once the settings are read.
-SCHEMA_MAX_CODE_CHARS = 1024 * 1024
-SCHEMA_MAX_TIMEOUT_S = 3600.0
-
-
-class RunBody(BaseModel):
-    """One run: the code, its language, what it reads on stdin and how long it may take."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    code: str = Field(min_length=1, max_length=SCHEMA_MAX_CODE_CHARS, examples=["print('hello')"])
-    language: str = Field(
-        default="python", min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_+.-]*$"
-    )
-    stdin: str | None = Field(default=None, max_length=SCHEMA_MAX_CODE_CHARS)
-    timeout: float | None = Field(
-        default=None,
-        ge=1,
-        le=SCHEMA_MAX_TIMEOUT_S,
-        description="seconds; defaults to RUN_DEFAULT_TIMEOUT_S, at most RUN_MAX_TIMEOUT_S",
-    )
+from app.jobs.extras import load_args, load_files
+from app.jobs.models import Job, JobStatus
+from app.jobs.outcome import CompileOutcome, UsageOutcome
+from app.jobs.results import is_success
+from app.webhooks.schemas import DeliveryView
 
 
-class RunOutcome(BaseModel):
-    """What a finished run produced; `success` is exit code 0 without a timeout."""
-
-    success: bool
-    output: str
-    error: str
-    exit_code: int | None
-    execution_time: float | None = Field(description="seconds")
-    timed_out: bool
-    memory_exceeded: bool
-    output_truncated: bool
-
-
-class ExecutionResult(RunOutcome):
-    job_id: str
+def _summary_fields(job: Job) -> dict[str, Any]:
+    queue_wait = (job.started_at - job.created_at).total_seconds() if job.started_at else None
+    fields: dict[str, Any] = {
+        "job_id": job.id,
+        "user_id": job.user_id,
+        "mode": job.mode,
+        "language": job.language,
+        "status": job.status,
+        "cancel_requested": job.cancel_requested,
+        "timeout": job.timeout_s,
+        "submitted_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "queue_wait": max(0.0, queue_wait) if queue_wait is not None else None,
+        "metadata": dict(job.metadata_ or {}),
+    }
+    if JobStatus(job.status).is_final:
+        fields |= {
+            "success": is_success(job),
+            "exit_code": job.exit_code,
+            "execution_time": job.execution_time_s,
+            "timed_out": job.timed_out,
+            "memory_exceeded": job.memory_exceeded,
+            "output_truncated": job.output_truncated,
+            "compile": CompileOutcome.from_job(job),
+            "usage": UsageOutcome.from_job(job),
+        }
+    return fields
 
 
 class JobSummary(BaseModel):
@@ -62,12 +57,19 @@ class JobSummary(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     queue_wait: float | None = Field(description="seconds between submission and start")
+    metadata: dict[str, str] = Field(description="the caller's own labels, as submitted")
     success: bool | None = None
     exit_code: int | None = None
     execution_time: float | None = None
     timed_out: bool | None = None
     memory_exceeded: bool | None = None
     output_truncated: bool | None = None
+    compile: CompileOutcome | None = Field(default=None, description="null for interpreters")
+    usage: UsageOutcome | None = None
+
+    @classmethod
+    def from_job(cls, job: Job) -> Self:
+        return cls(**_summary_fields(job))
 
 
 class JobRead(JobSummary):
@@ -75,8 +77,30 @@ class JobRead(JobSummary):
 
     code: str
     stdin: str | None
+    args: list[str]
+    files: list[str] = Field(description="the names of the extra files")
     output: str | None = None
     error: str | None = None
+    callback_url: str | None = None
+    deliveries: list[DeliveryView] = Field(
+        default_factory=list,
+        description="webhook deliveries of the finished job to callback_url, with their state",
+    )
+
+    @classmethod
+    def from_job(cls, job: Job, deliveries: Sequence[DeliveryView] = ()) -> Self:
+        final = JobStatus(job.status).is_final
+        return cls(
+            **_summary_fields(job),
+            callback_url=job.callback_url,
+            deliveries=list(deliveries),
+            code=job.code,
+            stdin=job.stdin,
+            args=list(load_args(job.args)),
+            files=[extra.name for extra in load_files(job.files)],
+            output=(job.stdout or "") if final else None,
+            error=(job.stderr or "") if final else None,
+        )
 
 
 class JobAccepted(BaseModel):
@@ -93,65 +117,3 @@ class JobPage(BaseModel):
     total: int
     limit: int
     offset: int
-
-
-class LanguageInfo(BaseModel):
-    name: str
-    display_name: str
-    version: str | None
-    available: bool
-
-
-class LanguageList(BaseModel):
-    languages: list[LanguageInfo]
-
-
-class QueueStats(BaseModel):
-    depth: int
-    capacity: int
-    workers: int
-    running: int
-    accepting: bool
-    expected_wait: float = Field(description="seconds a job submitted now would wait")
-
-
-class PoolStatsReport(BaseModel):
-    sandbox_enabled: bool
-    pools: dict[str, dict[str, Any]]
-    queue: QueueStats
-    jobs_by_language: dict[str, dict[str, int]] = Field(
-        description="queued and running jobs per language, from the database"
-    )
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    request_id: str | None
-    details: Any = None
-
-
-class ErrorResponse(BaseModel):
-    """The one error shape of the service."""
-
-    error: ErrorDetail
-
-
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` declaring the error body for each status, so clients and schema
-    checkers know every refusal has the same shape."""
-    descriptions = {
-        400: "bad request, unsupported language or code policy violation",
-        401: "no valid access token (`AUTHENTICATION_ERROR`)",
-        403: "the caller's role does not allow this (`AUTHORIZATION_ERROR`)",
-        404: "no such job, or not yours (`NOT_FOUND`)",
-        409: "the job has already finished (`CONFLICT`)",
-        413: "the code or stdin is larger than allowed (`PAYLOAD_TOO_LARGE`)",
-        415: "the body is not JSON (`UNSUPPORTED_MEDIA_TYPE`)",
-        422: "the request is not valid (`VALIDATION_ERROR`)",
-        429: "too many requests (`RATE_LIMITED`), see `Retry-After`",
-        503: "no sandbox or queue room right now (`POOL_EXHAUSTED`, `SANDBOX_ERROR`)",
-    }
-    return {
-        status: {"model": ErrorResponse, "description": descriptions[status]} for status in statuses
-    }

@@ -64,15 +64,25 @@ async def _timed_check(fn: Callable[[], CheckResult]) -> CheckResult:
 
 def _database_check(request: Request) -> Callable[[], CheckResult]:
     def check() -> CheckResult:
-        latency = ping(request.app.state.engine)
+        latency = ping(request.app.state.db_engine)
         return CheckResult(status="healthy", latency_ms=round(latency, 2))
 
     return check
 
 
 def _docker_check(sandbox: SandboxManager) -> Callable[[], CheckResult]:
+    """The Docker engines: with SANDBOX_ENGINES, degraded while one is down or lacks an image
+    (the node serves on the others), unhealthy when none answers."""
+
     def check() -> CheckResult:
-        return CheckResult(status="healthy", latency_ms=round(sandbox.ping_engine(), 2))
+        health = sandbox.engines_health()
+        latency = health.data.pop("latency_ms", None)
+        return CheckResult(
+            status=health.status,
+            latency_ms=latency,
+            detail=None if health.detail == "ok" else health.detail,
+            data=health.data or None,
+        )
 
     return check
 

@@ -2,7 +2,7 @@
 
 Each app owns its CollectorRegistry (tests build many apps in one process; the global registry
 would refuse the second set of names). Pool and queue figures are read at scrape time from the
-sandbox manager and the job runner, so they can never drift from the truth.
+sandbox manager and the job queue, so they can never drift from the truth.
 
 `/metrics` is open when METRICS_TOKEN is empty (serve it on a private port), otherwise it needs
 `Authorization: Bearer <METRICS_TOKEN>`.
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.routing import iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client import Histogram as PromHistogram
@@ -66,15 +66,20 @@ class RuntimeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._pool_metrics(getattr(self.app.state, "sandbox", None))
-        runner = getattr(self.app.state, "job_runner", None)
+        queue = getattr(self.app.state, "job_queue", None)
         depth = GaugeMetricFamily("warmbox_job_queue_depth", "Jobs waiting in the queue.")
         running = GaugeMetricFamily("warmbox_jobs_running", "Jobs running now.")
-        if runner is not None:
-            stats = runner.stats()
+        users = GaugeMetricFamily(
+            "warmbox_job_queue_users", "Users with queued jobs, served in turn."
+        )
+        if queue is not None:
+            stats = queue.stats()
             depth.add_metric([], stats["depth"])
             running.add_metric([], stats["running"])
+            users.add_metric([], stats["users_waiting"])
         yield depth
         yield running
+        yield users
 
     def _pool_metrics(self, sandbox: Any) -> Iterator[Metric]:
         stats: dict[str, dict[str, Any]] = sandbox.stats() if sandbox is not None else {}
@@ -85,6 +90,7 @@ class RuntimeCollector(Collector):
                 ("in_use", "Containers running or resetting."),
                 ("total", "Containers in the pool."),
                 ("starting", "Containers being started."),
+                ("budget_in_use", "Units of the shared budget (POOL_MAX_TOTAL) held."),
             )
         }
         counters = {
@@ -94,6 +100,8 @@ class RuntimeCollector(Collector):
                 ("reset_failures", "Resets that failed and replaced the container."),
                 ("exhausted", "Acquires that timed out with every container busy."),
                 ("created", "Containers created."),
+                ("cold_starts", "Containers started for a run that found nothing warm."),
+                ("evictions", "Idle containers given up for another language's waiting run."),
             )
         }
         wait = GaugeMetricFamily(
@@ -163,3 +171,11 @@ def install_metrics(app: FastAPI, settings: Settings) -> None:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(router)
+
+
+async def get_metrics(request: Request) -> Metrics | None:
+    """None when METRICS_ENABLED=false."""
+    return getattr(request.app.state, "metrics", None)
+
+
+MetricsDep = Annotated[Metrics | None, Depends(get_metrics)]

@@ -2,14 +2,13 @@
 
 Docker multiplexes a non-TTY container's stdout and stderr on the attach socket in frames of an
 8-byte header (stream, 0, 0, 0, big-endian size) and a payload. Inside the stdout stream the agent
-speaks length-prefixed JSON frames; its stderr carries only diagnostics, which are logged.
-Writes go to the container's stdin as they are.
+speaks the frames of `sandbox_images/agent/protocol.py`, the one module both sides import; its
+stderr carries only diagnostics, which are logged. Writes go to the container's stdin as they are.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import select
 import socket
 import struct
@@ -19,12 +18,12 @@ from typing import Any
 
 import structlog
 
+from sandbox_images.agent import protocol
+
 log = structlog.get_logger(__name__)
 
 DOCKER_HEADER = struct.Struct(">BxxxI")
-FRAME_HEADER = struct.Struct(">I")
 STDOUT, STDERR = 1, 2
-MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_DIAGNOSTICS = 4096
 
 
@@ -52,15 +51,18 @@ class AgentChannel:
         self._sock: socket.socket = getattr(raw, "_sock", raw)
         self._send_lock = threading.Lock()
         self._docker_buffer = bytearray()
-        self._stdout = bytearray()
+        self._frames = protocol.FrameDecoder()
         self.diagnostics = ""
         self.closed = False
 
     def send(self, frame: dict[str, Any]) -> None:
-        payload = json.dumps(frame, separators=(",", ":")).encode()
+        try:
+            data = protocol.encode(frame)
+        except protocol.ProtocolError as exc:
+            raise ChannelProtocolError(str(exc)) from exc
         with self._send_lock:
             try:
-                self._sock.sendall(FRAME_HEADER.pack(len(payload)) + payload)
+                self._sock.sendall(data)
             except OSError as exc:
                 self.closed = True
                 raise ChannelClosedError(str(exc)) from exc
@@ -123,7 +125,7 @@ class AgentChannel:
             payload = bytes(buffer[DOCKER_HEADER.size : end])
             del buffer[:end]
             if stream == STDOUT:
-                self._stdout += payload
+                self._frames.feed(payload)
             elif stream == STDERR:
                 self._note_diagnostics(payload)
 
@@ -133,20 +135,7 @@ class AgentChannel:
         log.warning("sandbox_agent_stderr", text=text[:500])
 
     def _next_frame(self) -> dict[str, Any] | None:
-        if len(self._stdout) < FRAME_HEADER.size:
-            return None
-        (length,) = FRAME_HEADER.unpack_from(self._stdout)
-        if length > MAX_FRAME_BYTES:
-            raise ChannelProtocolError(f"frame of {length} bytes is over the limit")
-        end = FRAME_HEADER.size + length
-        if len(self._stdout) < end:
-            return None
-        payload = bytes(self._stdout[FRAME_HEADER.size : end])
-        del self._stdout[:end]
         try:
-            frame = json.loads(payload)
-        except ValueError as exc:
-            raise ChannelProtocolError("frame is not JSON") from exc
-        if not isinstance(frame, dict):
-            raise ChannelProtocolError("frame is not an object")
-        return frame
+            return self._frames.next_frame()
+        except protocol.ProtocolError as exc:
+            raise ChannelProtocolError(str(exc)) from exc

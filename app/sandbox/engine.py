@@ -20,7 +20,7 @@ from docker.errors import DockerException, ImageNotFound, NotFound
 
 from app.core.errors import SandboxError
 from app.sandbox.languages import IMAGE_BUILD_COMMAND
-from app.sandbox.limits import SANDBOX_ENVIRONMENT, SANDBOX_USER, SandboxLimits
+from app.sandbox.limits import SANDBOX_USER, SandboxLimits
 
 log = structlog.get_logger(__name__)
 
@@ -117,11 +117,13 @@ def is_orphan(labels: dict[str, str], live_pool_ids: set[str]) -> bool:
 def remove_orphans(client: docker.DockerClient, live_pool_ids: set[str]) -> int:
     """Remove the containers a crashed process left behind; returns how many went."""
     removed = 0
+    # The plain list call: its rows carry the labels. The high-level list inspects every container
+    # afterwards and fails with NotFound when another process removes one in between.
     with engine_errors("listing orphaned sandboxes"):
-        containers = client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
-    for container in containers:
-        if is_orphan(container.labels, live_pool_ids):
-            remove_container(client, container.id)
+        rows = client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
+    for row in rows:
+        if is_orphan(row.get("Labels") or {}, live_pool_ids):
+            remove_container(client, row["Id"])
             removed += 1
     if removed:
         log.info("sandbox_orphans_removed", count=removed)
@@ -144,10 +146,12 @@ def create_hardened_container(
             name=name,
             entrypoint=entrypoint,
             user=SANDBOX_USER,
-            environment=SANDBOX_ENVIRONMENT,
+            environment=limits.environment(),
             stdin_open=True,
             tty=False,
-            network_disabled=True,
+            # network_mode "none" (in the host config) leaves only loopback. NetworkDisabled is
+            # not set: with it Docker writes no /etc/hosts, and the empty file of the container's
+            # init layer hides the image's, so `localhost` would not resolve.
             labels=labels or {},
             host_config=client.api.create_host_config(**limits.host_config()),
         )
@@ -156,7 +160,8 @@ def create_hardened_container(
 
 def remove_container(client: docker.DockerClient, container_id: str) -> None:
     """Kill and remove; a container that is already gone is not an error."""
-    with contextlib.suppress(NotFound), engine_errors("removing a sandbox"):
+    # suppress inside engine_errors: outside, NotFound would already be a SandboxError.
+    with engine_errors("removing a sandbox"), contextlib.suppress(NotFound):
         client.api.remove_container(container_id, force=True, v=True)
 
 

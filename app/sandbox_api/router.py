@@ -11,16 +11,12 @@ from app.auth.dependencies import require_permission
 from app.auth.models import User
 from app.auth.permissions import Permission
 from app.core.deps import SessionDep
+from app.core.error_schemas import error_responses
 from app.jobs import service
-from app.jobs.deps import RunnerDep, SandboxDep
-from app.jobs.schemas import (
-    LanguageInfo,
-    LanguageList,
-    PoolStatsReport,
-    QueueStats,
-    error_responses,
-)
+from app.jobs.dependencies import JobQueueDep
+from app.sandbox.dependencies import SandboxDep
 from app.sandbox.languages import LANGUAGES
+from app.sandbox_api.schemas import LanguageInfo, LanguageList, PoolStatsReport, QueueStats
 
 router = APIRouter(tags=["sandbox"])
 
@@ -37,7 +33,15 @@ StatsReader = Annotated[User, Depends(require_permission(Permission.POOL_READ_ST
 async def list_languages(_user: LanguageReader, sandbox: SandboxDep) -> LanguageList:
     if sandbox is None:
         entries = [
-            LanguageInfo(name=name, display_name=lang.display_name, version=None, available=False)
+            LanguageInfo(
+                name=name,
+                display_name=lang.display_name,
+                version=None,
+                compiled=bool(getattr(lang, "compiled", False)),
+                file_name=lang.file_name,
+                available=False,
+                warm=False,
+            )
             for name, lang in LANGUAGES.items()
         ]
     else:
@@ -52,19 +56,27 @@ async def list_languages(_user: LanguageReader, sandbox: SandboxDep) -> Language
     responses=error_responses(401, 403),
 )
 async def pool_stats(
-    _admin: StatsReader, session: SessionDep, sandbox: SandboxDep, runner: RunnerDep
+    _admin: StatsReader, session: SessionDep, sandbox: SandboxDep, queue: JobQueueDep
 ) -> PoolStatsReport:
     pools = await run_in_threadpool(sandbox.stats) if sandbox is not None else {}
+    budget = await run_in_threadpool(sandbox.budget_stats) if sandbox is not None else {}
     by_language = await run_in_threadpool(service.active_counts_by_language, session)
-    if runner is not None:
-        queue = QueueStats(**runner.stats())
+    if queue is not None:
+        queue_stats = QueueStats(**queue.stats())
     else:
-        queue = QueueStats(
-            depth=0, capacity=0, workers=0, running=0, accepting=False, expected_wait=0.0
+        queue_stats = QueueStats(
+            depth=0,
+            capacity=0,
+            workers=0,
+            running=0,
+            users_waiting=0,
+            accepting=False,
+            expected_wait=0.0,
         )
     return PoolStatsReport(
         sandbox_enabled=sandbox is not None,
         pools=pools,
-        queue=queue,
+        budget=budget,
+        queue=queue_stats,
         jobs_by_language=by_language,
     )

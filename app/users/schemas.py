@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, model_validator
 
 from app.auth.models import Role
-from app.auth.schemas import Email, Password, StrictModel, Username
+from app.auth.schemas import Email, Password, StrictModel, Username, UserRead
 
-
-class UserRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    username: str
-    email: str | None
-    role: Role
-    is_active: bool
-    created_at: datetime
-    updated_at: datetime
+__all__ = ["UserCreate", "UserPage", "UserRead", "UserUpdate"]
 
 
 class UserPage(BaseModel):

@@ -3,6 +3,7 @@
 from load_tests.scenarios.abuse import ExecuteFlooder, LoginGuesser
 from load_tests.scenarios.admins import AdminUser, SmokeAdminUser
 from load_tests.scenarios.coders import CoderUser, SmokeCoderUser
+from load_tests.scenarios.graders import GraderUser, InteractiveUser
 from load_tests.scenarios.health import HealthProbe
 
 PROFILES = {
@@ -12,6 +13,9 @@ PROFILES = {
     "abuse": (LoginGuesser, ExecuteFlooder, HealthProbe),
     # A few seconds that touch every scenario once or more (tests/load/test_locust_smoke.py).
     "smoke": (SmokeCoderUser, SmokeAdminUser, HealthProbe),
+    # A class submits at once: graders (10 submissions x 10 cases each, then they stop) and one
+    # user running print('hello') synchronously throughout, whose p95 must stay low.
+    "burst": (GraderUser, InteractiveUser, HealthProbe),
 }
 
 __all__ = [
@@ -19,7 +23,9 @@ __all__ = [
     "AdminUser",
     "CoderUser",
     "ExecuteFlooder",
+    "GraderUser",
     "HealthProbe",
+    "InteractiveUser",
     "LoginGuesser",
     "SmokeAdminUser",
     "SmokeCoderUser",

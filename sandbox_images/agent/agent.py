@@ -16,46 +16,51 @@ Why it is shaped like this (the isolation argument, also in the README):
 - After each run `kill(-1, SIGKILL)` removes every other process in the namespace (the kernel
   excludes only the caller and init, and a fork racing the kill is aborted), repeated and reaped
   until /proc shows no other process. Then scratch (/tmp), POSIX message queues and System V IPC
-  objects are removed, and the clean state is verified before the agent reports it.
+  objects are removed, and the clean state is verified before the agent reports it, including
+  the agent's own process attributes and the network namespace's sockets (cleanup.py).
 - The next runner is spawned only after that verification, so nothing of one run survives into
-  the process that receives the next.
+  the process that receives the next. Where a runner's start is long (node, the JVM), the one for
+  the run after next is started then too and parked beside the next run, which can neither read
+  nor trace it; it serves only if it is exactly as started (execution.py, parked_problems).
 Only the standard library is used; the agent must start in any image that has python3.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import json
 import os
+import resource
 import select
 import shutil
 import signal
-import stat
-import struct
 import sys
 import time
 
-PROTOCOL_VERSION = 1
-SCRATCH = "/tmp"
-CODE_PATH = "/tmp/main.py"
+# Run with -I, the interpreter leaves the script's own directory off sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cases
+import cleanup
+import protocol
+import session
+from cleanup import clean_container, leftovers, process_attributes, socket_counters
+from execution import (
+    Execution,
+    Runner,
+    cpu_ms,
+    outside_attributes,
+    parked_problems,
+    read_oom_kills,
+)
+from protocol import RUN_ENV
+from workspace import WorkspaceError, pack_build, place_files, unpack_build, write_file
+from zygote import ForkServer
+
 CONFIG_PATH = "/opt/warmbox/language.json"
-MQUEUE_DIR = "/dev/mqueue"
-SYSVIPC = {"shm": 0, "msg": 1, "sem": 2}
-IPC_RMID = 0
+SOURCES_HASH_PATH = "/opt/warmbox/source-hash"
 PR_SET_DUMPABLE = 4
-SWEEP_DEADLINE_S = 2.0
-KILL_GRACE_S = 0.2
-HEADER = struct.Struct(">I")
-MAX_FRAME = 16 * 1024 * 1024
-RUN_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "HOME": SCRATCH,
-    "LANG": "C.UTF-8",
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "PYTHONIOENCODING": "utf-8",
-    "TMPDIR": SCRATCH,
-}
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -64,16 +69,14 @@ libc = ctypes.CDLL(None, use_errno=True)
 
 
 class Channel:
-    """Length-prefixed JSON frames over fd 0 (from the pool) and fd 1 (to the pool)."""
+    """Protocol frames over fd 0 (from the pool) and fd 1 (to the pool)."""
 
     def __init__(self) -> None:
-        self.buffer = b""
+        self.decoder = protocol.FrameDecoder()
         self.closed = False
 
     def send(self, message: dict) -> None:
-        payload = json.dumps(message, separators=(",", ":")).encode()
-        data = HEADER.pack(len(payload)) + payload
-        view = memoryview(data)
+        view = memoryview(protocol.encode(message))
         while view:
             written = os.write(1, view)
             view = view[written:]
@@ -83,19 +86,10 @@ class Channel:
         chunk = os.read(0, 1 << 16)
         if not chunk:
             self.closed = True
-        self.buffer += chunk
+        self.decoder.feed(chunk)
 
     def next_frame(self) -> dict | None:
-        if len(self.buffer) < HEADER.size:
-            return None
-        (length,) = HEADER.unpack_from(self.buffer)
-        if length > MAX_FRAME:
-            raise ValueError("frame too large")
-        if len(self.buffer) < HEADER.size + length:
-            return None
-        payload = self.buffer[HEADER.size : HEADER.size + length]
-        self.buffer = self.buffer[HEADER.size + length :]
-        return json.loads(payload)
+        return self.decoder.next_frame()
 
     def receive(self) -> dict | None:
         """Block until a whole frame arrives; None when the pool closed the channel."""
@@ -118,364 +112,321 @@ def harden_self() -> None:
         os.set_inheritable(fd, False)
 
 
-def other_pids() -> list[int]:
-    me = os.getpid()
-    return [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) != me]
-
-
-def reap() -> dict[int, int]:
-    """Collect every exited child without blocking; returns pid -> wait status."""
-    statuses: dict[int, int] = {}
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return statuses
-        if pid == 0:
-            return statuses
-        statuses[pid] = status
-
-
-def sweep_processes() -> bool:
-    """Kill every process but this one until none is left; False if some survived the deadline."""
-    deadline = time.monotonic() + SWEEP_DEADLINE_S
-    while True:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(-1, signal.SIGKILL)
-        reap()
-        if not other_pids():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.001)
-
-
-def _make_removable(func: object, path: str, _exc: object) -> None:
-    """rmtree error hook: a run may have made a directory unreadable; take it back and retry."""
-    parent = os.path.dirname(path)
-    with contextlib.suppress(OSError):
-        os.chmod(parent, stat.S_IRWXU)
-    with contextlib.suppress(OSError):
-        os.chmod(path, stat.S_IRWXU)
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, onerror=_make_removable)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-def wipe_directory(path: str) -> None:
-    for entry in os.scandir(path):
-        if entry.is_dir(follow_symlinks=False):
-            with contextlib.suppress(OSError):
-                os.chmod(entry.path, stat.S_IRWXU)
-            shutil.rmtree(entry.path, onerror=_make_removable)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
-
-
-def sysv_ipc_ids() -> dict[str, list[int]]:
-    ids: dict[str, list[int]] = {}
-    for kind in SYSVIPC:
-        try:
-            with open(f"/proc/sysvipc/{kind}") as table:
-                rows = table.read().splitlines()[1:]
-        except OSError:
-            rows = []
-        ids[kind] = [int(row.split()[1]) for row in rows if row.strip()]
-    return ids
-
-
-def remove_sysv_ipc() -> None:
-    removers = {"shm": libc.shmctl, "msg": libc.msgctl, "sem": libc.semctl}
-    for kind, ipc_ids in sysv_ipc_ids().items():
-        for ipc_id in ipc_ids:
-            if kind == "sem":
-                removers[kind](ipc_id, 0, IPC_RMID)
-            else:
-                removers[kind](ipc_id, IPC_RMID, None)
-
-
-def remove_message_queues() -> None:
-    if os.path.isdir(MQUEUE_DIR):
-        for name in os.listdir(MQUEUE_DIR):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(MQUEUE_DIR, name))
-
-
-def leftovers() -> list[str]:
-    """Everything that would let one run reach the next; empty means provably clean."""
-    problems = []
-    pids = other_pids()
-    if pids:
-        problems.append(f"processes alive: {pids[:10]}")
-    scratch = os.listdir(SCRATCH)
-    if scratch:
-        problems.append(f"scratch not empty: {sorted(scratch)[:10]}")
-    if os.path.isdir(MQUEUE_DIR) and os.listdir(MQUEUE_DIR):
-        problems.append("message queues left")
-    ipc = {kind: ids for kind, ids in sysv_ipc_ids().items() if ids}
-    if ipc:
-        problems.append(f"sysv ipc left: {ipc}")
-    return problems
-
-
-# --------------------------------------------------------------------------- the runner process
-
-
-class Runner:
-    """A pre-spawned language runner: started after a clean reset, it waits on fd 3 for the go.
-
-    Starting the interpreter is most of a short run's cost, so it is paid while the container is
-    idle instead of while a caller waits.
-    """
-
-    def __init__(self, command: list[str]) -> None:
-        stdin_r, self.stdin_w = os.pipe2(os.O_CLOEXEC)
-        self.stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
-        self.stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
-        control_r, self.control_w = os.pipe2(os.O_CLOEXEC)
-        self.pid = os.posix_spawn(
-            command[0],
-            command,
-            RUN_ENV,
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, stdin_r, 0),
-                (os.POSIX_SPAWN_DUP2, stdout_w, 1),
-                (os.POSIX_SPAWN_DUP2, stderr_w, 2),
-                (os.POSIX_SPAWN_DUP2, control_r, 3),
-            ],
-            setsid=True,
-        )
-        for fd in (stdin_r, stdout_w, stderr_w, control_r):
-            os.close(fd)
-        self.pidfd = os.pidfd_open(self.pid)
-        self.spawned_at = time.monotonic()
-
-    def close(self) -> None:
-        for fd in (self.stdin_w, self.stdout_r, self.stderr_r, self.control_w, self.pidfd):
-            if fd >= 0:  # -1 marks one already closed: its number may belong to another file now
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-
-
-class Capture:
-    """Keeps at most `limit` bytes of a stream and notes whether more was thrown away."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.truncated = False
-
-    def add(self, data: bytes) -> None:
-        room = self.limit - self.size
-        if len(data) > room:
-            self.truncated = True
-            data = data[: max(room, 0)]
-        if data:
-            self.chunks.append(data)
-            self.size += len(data)
-
-    def text(self) -> str:
-        return b"".join(self.chunks).decode("utf-8", "replace")
-
-
-def read_oom_kills() -> int:
-    try:
-        with open("/sys/fs/cgroup/memory/memory.oom_control") as control:
-            for line in control:
-                if line.startswith("oom_kill "):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    try:
-        with open("/sys/fs/cgroup/memory.events") as events:
-            for line in events:
-                if line.startswith("oom_kill "):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-class Execution:
-    """One run: feed stdin, capture output, stop at exit, timeout or cancel."""
-
-    def __init__(self, runner: Runner, channel: Channel, request: dict) -> None:
-        self.runner = runner
-        self.channel = channel
-        self.request = request
-        self.stdout = Capture(int(request["output_limit"]))
-        self.stderr = Capture(int(request["output_limit"]))
-        self.stdin = memoryview((request.get("stdin") or "").encode())
-        self.exit_status: int | None = None
-        self.timed_out = False
-        self.cancelled = False
-
-    def start(self) -> None:
-        with open(CODE_PATH, "w", encoding="utf-8") as code_file:
-            code_file.write(self.request["code"])
-        os.close(self.runner.control_w)  # end of file on fd 3 is the runner's go
-        self.runner.control_w = -1
-        os.set_blocking(self.runner.stdin_w, False)
-        if not self.stdin:
-            self._close_stdin()
-
-    def _close_stdin(self) -> None:
-        if self.runner.stdin_w >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.runner.stdin_w)
-            self.runner.stdin_w = -1
-
-    def _write_stdin(self) -> None:
-        try:
-            written = os.write(self.runner.stdin_w, self.stdin[: 1 << 16])
-        except BlockingIOError:
-            return
-        except OSError:  # the script closed its stdin: what it did not read is dropped
-            self.stdin = memoryview(b"")
-            written = 0
-        self.stdin = self.stdin[written:]
-        if not self.stdin:
-            self._close_stdin()
-
-    def wait(self) -> float:
-        """Pump the pipes until the script's main process ends; returns its duration in seconds."""
-        started = time.monotonic()
-        deadline = started + float(self.request["timeout_s"])
-        poller = select.poll()
-        open_pipes = {self.runner.stdout_r: self.stdout, self.runner.stderr_r: self.stderr}
-        for fd in open_pipes:
-            poller.register(fd, select.POLLIN)
-        poller.register(self.runner.pidfd, select.POLLIN)
-        poller.register(0, select.POLLIN)
-        if self.runner.stdin_w >= 0:
-            poller.register(self.runner.stdin_w, select.POLLOUT)
-        while self.exit_status is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.timed_out = True
-                break
-            for fd, events in poller.poll(remaining * 1000):
-                self._on_event(poller, open_pipes, fd, events)
-            if self.cancelled:
-                break
-        duration = time.monotonic() - started
-        sweep_processes()
-        self._drain(open_pipes)
-        return duration
-
-    def _on_event(self, poller: select.poll, pipes: dict, fd: int, events: int) -> None:
-        if fd in pipes:
-            data = os.read(fd, 1 << 16)
-            if data:
-                pipes[fd].add(data)
-            else:
-                poller.unregister(fd)
-        elif fd == self.runner.pidfd:
-            _, status = os.waitpid(self.runner.pid, 0)
-            self.exit_status = status
-        elif fd == 0:
-            self._on_control()
-        elif fd == self.runner.stdin_w:
-            self._write_stdin()
-            if self.runner.stdin_w < 0:
-                poller.unregister(fd)
-
-    def _on_control(self) -> None:
-        self.channel.feed()
-        if self.channel.closed:
-            self.cancelled = True
-            return
-        while (frame := self.channel.next_frame()) is not None:
-            if frame.get("type") == "cancel" and frame.get("id") == self.request.get("id"):
-                self.cancelled = True
-
-    def _drain(self, pipes: dict) -> None:
-        """After the sweep every writer is gone, so what is left in the pipes is finite."""
-        for fd, capture in pipes.items():
-            os.set_blocking(fd, False)
-            while True:
-                try:
-                    data = os.read(fd, 1 << 16)
-                except BlockingIOError:
-                    break
-                if not data:
-                    break
-                capture.add(data)
-
-    def exit_code(self) -> int:
-        status = self.exit_status
-        if status is None:
-            return 137  # killed by the agent: 128 + SIGKILL, as a shell reports it
-        if os.WIFSIGNALED(status):
-            return 128 + os.WTERMSIG(status)
-        return os.waitstatus_to_exitcode(status)
-
-
 # --------------------------------------------------------------------------- the agent
 
 
+class Language:
+    """The image's descriptor (language.json), resolved once at start.
+
+    Three shapes: an interpreter with a warm `runner` (python, javascript, bash); a warm `runner`
+    that compiles in-process and reports on fd 4 (typescript, java: `compiled` and no `compile`);
+    and a `compile` command the agent runs, then a cold `run` command (c, cpp, go, rust), both in
+    the exec scratch.
+    """
+
+    def __init__(self, descriptor: dict) -> None:
+        self.descriptor = descriptor
+        self.name = str(descriptor["name"])
+        self.file = str(descriptor["file"])
+        self.compile = _resolved(descriptor.get("compile"))
+        self.run = _resolved(descriptor.get("run"))
+        self.runner = _resolved(descriptor.get("runner"))
+        if self.runner and "preload" in descriptor:
+            # The pool may replace the descriptor's list (setting SANDBOX_PYTHON_PRELOAD).
+            names = os.environ.get("WARMBOX_PRELOAD", ",".join(descriptor["preload"]))
+            self.runner.append(f"--preload={names}")
+        self.compiles_in_runner = bool(descriptor.get("compiled")) and not self.compile
+        # A runner that can fork fresh copies of itself after its pre-imports (zygote.py).
+        # The pool may turn it off (setting SANDBOX_PYTHON_FORK_SERVER).
+        enabled = os.environ.get("WARMBOX_FORK_SERVER", "1") != "0"
+        self.fork_server = bool(descriptor.get("fork_server") and self.runner) and enabled
+        # A runner with a long start-up whose next copy is started ahead and parked (execution.py).
+        self.parks = bool(descriptor.get("parked") and self.runner)
+        self.build_outputs = list(descriptor.get("build_outputs", []))
+        self.workdir = protocol.EXEC_SCRATCH if self.compile else protocol.SCRATCH
+        self.env = {**RUN_ENV, **descriptor.get("env", {})}
+
+    def spec(self, command: list[str]) -> dict:
+        return {"command": command, "env": self.env, "cwd": self.workdir}
+
+
+def _resolved(command: list[str] | None) -> list[str] | None:
+    """execve wants a path, not a name."""
+    if not command:
+        return None
+    return [shutil.which(command[0]) or command[0], *command[1:]]
+
+
+def children_cpu_ms() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
 class Agent:
-    def __init__(self, channel: Channel, language: dict) -> None:
+    def __init__(self, channel: Channel, language: Language) -> None:
         self.channel = channel
         self.language = language
         self.runner: Runner | None = None
+        self.ready = False
         self.runs = 0
+        self.session: session.Session | None = None  # issue 13: a session holds the container
+        # As the container started: the reference every later proof of clean compares with.
+        self.attributes = {**process_attributes(), "sockets": socket_counters()}
+        self.fork_server: ForkServer | None = None
+        self.parked: Runner | None = None  # the next run's runner, started ahead
+        self.parked_baseline: dict | None = None  # a runner's attributes before any run
+        self.parked_refused = 0
+        if language.fork_server:
+            self.fork_server = ForkServer(language.spec(language.runner or []), self.attributes)
+            cleanup.fork_server = self.fork_server  # sweeps spare it and let it kill the others
 
     def spawn_runner(self) -> None:
-        self.runner = Runner(self.language["runner"])
+        if not self.language.runner:
+            return
+        runner = self._unpark()  # ready already
+        if runner is None:
+            runner = self.fork_server.fork_runner() if self.fork_server is not None else None
+            if runner is None:  # no fork server, or it failed: start the interpreter itself
+                spec = self.language.spec(self.language.runner)
+                runner = Runner(spec, self.attributes, warm=True)
+            runner.wait_ready()  # a runner that never gets ready is replaced before the run
+        self.runner = runner
+        if self.language.parks:
+            self._park(runner)
+
+    def _unpark(self) -> Runner | None:
+        """The parked runner, if it is exactly as it was started (execution.parked_problems);
+        else it is killed, and None."""
+        parked, self.parked = self.parked, None
+        cleanup.parked_pid = 0
+        if parked is None:
+            return None
+        ready = parked.wait_ready()
+        problems = parked_problems(parked, self.parked_baseline) if ready else ["not ready"]
+        if not problems:
+            return parked
+        self.parked_refused += 1
+        with contextlib.suppress(OSError):
+            os.kill(parked.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(parked.pid, 0)
+        parked.close()
+        return None
+
+    def _park(self, current: Runner) -> None:
+        """Start the next run's runner now, after a proof of clean; it is not waited for. The
+        first runner of the container, started before any run, gives the baseline every parked
+        runner is compared with; where the kernel does not make it non-dumpable, nothing parks.
+        Nothing parks before the container's first run either: a single-use container has no
+        second run, and a new container's start is not slowed by a second runtime starting."""
+        if self.parked_baseline is None:
+            try:
+                protected = os.stat(f"/proc/{current.pid}/environ").st_uid == 0
+                self.parked_baseline = outside_attributes(current.pid) if protected else None
+            except OSError:
+                self.parked_baseline = None
+            if self.parked_baseline is None:
+                self.language.parks = False
+                return
+        if not self.runs:
+            return
+        self.parked = Runner(self.language.spec(self.language.runner), self.attributes, warm=True)
+        cleanup.parked_pid = self.parked.pid
 
     def handle(self, frame: dict) -> None:
         kind = frame.get("type")
-        if kind == "run":
+        if self.session is not None or kind == protocol.SESSION_OPEN:
+            self.session = session.handle(self, self.session, frame)
+        elif kind == protocol.RUN:
             self.run(frame)
-        elif kind == "ping":
-            self.channel.send({"type": "pong", "runs": self.runs, "runner": self.runner_alive()})
-        elif kind == "cancel":
-            pass  # the run it meant has already ended: nothing to stop, and nothing to answer
-        elif kind == "check":
-            problems = leftovers()
+        elif kind == protocol.GRADE:
+            cases.grade(self, frame)
+        elif kind == protocol.PING:
+            self.channel.send(
+                {"type": protocol.PONG, "runs": self.runs, "runner": self.runner_alive()}
+            )
+        elif kind in (protocol.CANCEL, protocol.STDIN):
+            pass  # the run it meant has already ended: nothing to stop or feed, nothing to answer
+        elif kind == protocol.CHECK:
+            runner_pid = self.runner.pid if self.runner is not None else 0
+            problems = leftovers(self.attributes, thorough=True, runner_pid=runner_pid)
+            if self.fork_server is not None:
+                problems += self.fork_server.problems()
             if not self.runner_alive():
                 problems.append("runner not alive")
-            self.channel.send({"type": "check", "clean": not problems, "problems": problems})
+            self.channel.send({"type": protocol.CHECK, "clean": not problems, "problems": problems})
         else:
-            self.channel.send({"type": "error", "message": f"unknown frame type {kind!r}"})
+            self.channel.send({"type": protocol.ERROR, "message": f"unknown frame type {kind!r}"})
 
     def runner_alive(self) -> bool:
+        if not self.language.runner:
+            return self.ready  # nothing is pre-spawned: ready once proven clean
         if self.runner is None:
             return False
+        if self.runner.pidfd < 0:
+            return self.runner.poll_exit() is None
         ready, _, _ = select.select([self.runner.pidfd], [], [], 0)
         return not ready
 
     def run(self, request: dict) -> None:
-        if self.runner is None or not self.runner_alive():
-            self.reset()  # a runner that died while idle is replaced before the run
-        assert self.runner is not None
-        runner_age_ms = (time.monotonic() - self.runner.spawned_at) * 1000
-        oom_before = read_oom_kills()
-        execution = Execution(self.runner, self.channel, request)
-        execution.start()
-        duration = execution.wait()
-        self.runs += 1
-        self.channel.send(
-            {
-                "type": "result",
-                "id": request.get("id"),
-                "stdout": execution.stdout.text(),
-                "stderr": execution.stderr.text(),
-                "exit_code": execution.exit_code(),
-                "duration_s": duration,
-                "timed_out": execution.timed_out,
-                "cancelled": execution.cancelled,
-                "memory_exceeded": read_oom_kills() > oom_before,
-                "output_truncated": execution.stdout.truncated or execution.stderr.truncated,
-                "runner_age_ms": runner_age_ms,
-            }
-        )
+        result = self.run_case(request)
+        self.channel.send(result)
         self.reset(report=True)
+
+    def run_case(self, request: dict) -> dict:
+        """Run one program (a RUN, or one case of a GRADE) to its RESULT frame, without the reset
+        that follows it."""
+        if not self.runner_alive():
+            self.reset()  # a runner that died while idle is replaced before the run
+        result: dict = {"type": protocol.RESULT, "id": request.get("id"), "compile": None}
+        oom_before = read_oom_kills()
+        try:
+            self._prepare(request, result)
+            if self.language.compile:
+                self._compile(request, result)
+            if result.get("compile") is None or result["compile"]["exit_code"] == 0:
+                self._execute(request, result)
+        except WorkspaceError as exc:
+            result.update(stdout="", stderr=f"warmbox: {exc}\n", exit_code=126, duration_s=0.0)
+        result["memory_exceeded"] = read_oom_kills() > oom_before
+        result.setdefault("build", None)
+        self.runs += 1
+        return result
+
+    def _prepare(self, request: dict, result: dict) -> None:
+        """The program, its files and (given one) the cached build, in the working directory."""
+        workdir = self.language.workdir
+        place_files(workdir, request.get("files") or [])
+        code = str(request.get("code", "")).encode()
+        write_file(workdir, self.language.file, code)
+        if request.get("build") and self.language.build_outputs:
+            try:
+                unpack_build(workdir, base64.b64decode(request["build"]))
+            except ValueError as exc:
+                raise WorkspaceError(f"build refused: {exc}") from exc
+            result["compile"] = {"output": "", "exit_code": 0, "duration_s": 0.0, "cached": True}
+
+    def _compile(self, request: dict, result: dict) -> None:
+        """Run the compile command in the sandbox, with its own limit and its own output."""
+        if result["compile"] is not None:
+            return  # a cached build was unpacked
+        compiler = Runner(self.language.spec(self.language.compile), self.attributes, warm=False)
+        step = Execution(
+            compiler, self.channel, request, timeout_s=float(request.get("compile_timeout_s", 30))
+        )
+        try:
+            step.start()
+            duration = step.wait()
+        finally:
+            compiler.close()
+        output = step.stdout.text() + step.stderr.text()
+        exit_code = step.exit_code()
+        if step.timed_out:
+            output += "\nwarmbox: the compile step timed out\n"
+        result["compile"] = {
+            "output": output,
+            "exit_code": exit_code,
+            "duration_s": duration,
+            "cached": False,
+        }
+        if exit_code != 0:
+            result.update(
+                stdout="",
+                stderr="",
+                exit_code=exit_code,
+                duration_s=0.0,
+                timed_out=step.timed_out,
+                cancelled=step.cancelled,
+                output_truncated=False,
+            )
+            return
+        self._pack(result)
+
+    def _pack(self, result: dict) -> None:
+        build = pack_build(
+            self.language.workdir, self.language.build_outputs, protocol.BUILD_MAX_BYTES
+        )
+        result["build"] = base64.b64encode(build).decode() if build else None
+
+    def _execute(self, request: dict, result: dict) -> None:
+        args = [str(arg) for arg in request.get("args") or []]
+        cached = bool(result.get("compile"))
+        if self.language.run:
+            runner = Runner(
+                self.language.spec([*self.language.run, *args]), self.attributes, warm=False
+            )
+            runner_age_ms = 0.0
+        else:
+            runner = self.runner
+            assert runner is not None
+            runner_age_ms = (time.monotonic() - runner.spawned_at) * 1000
+        self.runner = None
+        cpu_before = children_cpu_ms() + cpu_ms(runner.pid)  # the runner's idle start-up
+        cleanup.reaped_peak_kb = 0
+        execution = Execution(
+            runner,
+            self.channel,
+            request,
+            stdin=str(request.get("stdin") or "").encode(),
+            timeout_s=float(request["timeout_s"]),
+            compile_timeout_s=(
+                float(request.get("compile_timeout_s", 30))
+                if self.language.compiles_in_runner and not cached
+                else None
+            ),
+            stream=bool(request.get("stream")),
+            interactive=bool(request.get("interactive")),
+        )
+        try:
+            execution.start(["cached" if cached else "run", *args])
+            duration = execution.wait()
+        finally:
+            runner.close()
+        result.update(
+            stdout=execution.stdout.text(),
+            stderr=execution.stderr.text(),
+            exit_code=execution.exit_code(),
+            duration_s=duration,
+            timed_out=execution.timed_out,
+            cancelled=execution.cancelled,
+            output_truncated=execution.stdout.truncated or execution.stderr.truncated,
+            runner_age_ms=runner_age_ms,
+            usage={
+                "cpu_time_ms": max(0.0, children_cpu_ms() - cpu_before),
+                "wall_time_ms": duration * 1000,
+                "peak_memory_kb": max(runner.peak_kb, cleanup.reaped_peak_kb),
+            },
+        )
+        if self.language.compiles_in_runner and not cached:
+            self._in_runner_compile(execution, result)
+
+    def _in_runner_compile(self, execution: Execution, result: dict) -> None:
+        """The compile report a warm runner sent on fd 4 (typescript, java)."""
+        report = execution.compile_report
+        if report is None:  # it never finished compiling: timed out, cancelled or crashed
+            exit_code = execution.exit_code() or 1
+            output = execution.stdout.text() + execution.stderr.text()
+            if execution.timed_out:
+                output += "\nwarmbox: the compile step timed out\n"
+            result["compile"] = {
+                "output": output,
+                "exit_code": exit_code,
+                "duration_s": result["duration_s"],
+                "cached": False,
+            }
+            result.update(stdout="", stderr="", duration_s=0.0)
+            return
+        compile_exit = int(report.get("exit_code", 0))
+        result["compile"] = {
+            "output": str(report.get("output", "")),
+            "exit_code": compile_exit,
+            "duration_s": float(report.get("duration_s", 0.0)),
+            "cached": False,
+        }
+        if compile_exit == 0:
+            self._pack(result)
+        else:
+            result["exit_code"] = compile_exit
 
     def reset(self, report: bool = False) -> None:
         """Bring the container back to its clean state, prove it, then pre-spawn the next runner."""
@@ -483,26 +434,36 @@ class Agent:
         if self.runner is not None:
             self.runner.close()
             self.runner = None
-        swept = sweep_processes()
-        remove_sysv_ipc()
-        remove_message_queues()
-        wipe_directory(SCRATCH)
-        problems = leftovers() if swept else ["processes survived the sweep"]
-        reset_ms = (time.monotonic() - started) * 1000
+        problems = clean_container(self.attributes)
+        self.ready = not problems
         if report:
+            # Reported as soon as it is proven: the pool's hand-off and the caller's next request
+            # overlap the runner's start here; a RUN that comes meanwhile waits in the channel.
+            reset_ms = (time.monotonic() - started) * 1000
             self.channel.send(
-                {"type": "reset", "clean": not problems, "problems": problems, "reset_ms": reset_ms}
+                {
+                    "type": protocol.RESET,
+                    "clean": not problems,
+                    "problems": problems,
+                    "reset_ms": reset_ms,
+                }
             )
         if not problems:
             self.spawn_runner()
 
 
-def load_language() -> dict:
+def read_sources_hash() -> str:
+    """The hash of the sources this image was built from (build.py bakes it in), "" if none."""
+    try:
+        with open(SOURCES_HASH_PATH) as baked:
+            return baked.read().strip()
+    except OSError:
+        return ""
+
+
+def load_language() -> Language:
     with open(CONFIG_PATH) as config:
-        language = json.load(config)
-    command = language["runner"]
-    command[0] = shutil.which(command[0]) or command[0]  # posix_spawn wants a path, not a name
-    return language
+        return Language(json.load(config))
 
 
 def main() -> int:
@@ -513,11 +474,12 @@ def main() -> int:
     agent.reset()
     channel.send(
         {
-            "type": "hello",
-            "protocol": PROTOCOL_VERSION,
-            "language": language["name"],
-            "version": language.get("version") or sys.version.split()[0],
-            "clean": agent.runner is not None,
+            "type": protocol.HELLO,
+            "protocol": protocol.VERSION,
+            "language": language.name,
+            "version": language.descriptor.get("version") or sys.version.split()[0],
+            "sources": read_sources_hash(),
+            "clean": agent.ready,
         }
     )
     while True:

@@ -7,23 +7,16 @@ included). The app runs with a real pool, so execute and jobs really run the gen
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 
 from app.auth.models import Role
-from app.core.migrations import upgrade_to_head
-from app.main import create_app
-from tests.jobs.helpers import app_settings, cheap_hashes, headers_for
+from tests.api.live import LiveServer, serve
+from tests.jobs.helpers import app_settings, headers_for
 
 # schemathesis 3.x subclasses jsonschema names deprecated upstream; that is its business, not ours.
 with warnings.catch_warnings():
@@ -41,21 +34,6 @@ pytestmark = [
 ]
 
 
-@dataclass
-class LiveServer:
-    """The app served by uvicorn on a loopback port: one lifespan (one pool, one job runner) for
-    every generated request. (schemathesis' ASGI transport would run the lifespan per call.)"""
-
-    app: FastAPI
-    base_url: str
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     app_config = app_settings(
@@ -63,26 +41,24 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         run_max_timeout_s=3.0,
         run_default_timeout_s=2.0,
         pool_initial_size=2,
+        # Queued jobs and submissions made by the fuzzer run in the background (up to 3 s each)
+        # and may hold at most two of the three containers, so a synchronous caller always finds
+        # room: one free slot, even if it must first evict an idle container of another language
+        # and start its own. Its wait for the documented 503 (8 s) stays inside schemathesis' 10 s
+        # response limit. With background workers equal to the budget, fuzzed jobs queued by the
+        # user role starved the admin's first execute for the whole wait (CI, 2026-11-23).
+        pool_max_size=3,
+        pool_max_total=3,
+        job_workers=1,
+        submission_workers=1,
+        pool_acquire_timeout_s=8.0,
+        # A fuzzed session holds a container until it idles out: one each, released in seconds.
+        sessions_max_per_user=1,
+        session_idle_timeout_s=2.0,
+        session_reap_interval_s=0.5,
     )
-    upgrade_to_head(app_config.database_url)
-    app = create_app(app_config)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    with cheap_hashes():
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive(), "the server failed to start"
-            assert time.monotonic() < deadline, "the server did not start in time"
-            time.sleep(0.05)
-        try:
-            yield LiveServer(app=app, base_url=f"http://127.0.0.1:{port}")
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
+    with serve(app_config) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

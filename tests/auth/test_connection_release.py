@@ -22,7 +22,7 @@ def test_no_connection_is_held_while_an_authenticated_handler_runs(make_settings
 
         @probe.get("/test/connections")
         def connections(user: CurrentUser) -> dict[str, str]:
-            seen["checked_out"] = main_app.state.engine.pool.checkedout()
+            seen["checked_out"] = main_app.state.db_engine.pool.checkedout()
             return {"user": user.username}
 
         router.include_router(probe)

@@ -88,7 +88,8 @@ class TestSecretsStayOut:
         output = logs.getvalue()
         assert "login_succeeded" in output  # the capture really saw the app's log lines
         assert "refresh_token_reuse_detected" in output
-        for secret in (PASSWORD, ADMIN_PASSWORD, settings.secret_key, *tokens):
+        signing_key = client.app.state.settings.secret_key  # made in DATA_DIR at start-up
+        for secret in (PASSWORD, ADMIN_PASSWORD, signing_key, *tokens):
             assert secret not in output
         for token in tokens:
             assert token.split(".")[2] not in output  # not even the signature alone

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from app.auth.models import Role
 from app.jobs.models import Job
+from app.sandbox.languages import LANGUAGES
 from tests.jobs.helpers import app_settings, headers_for, running_app
 
 pytestmark = pytest.mark.docker
@@ -17,9 +18,12 @@ EXECUTE = "/api/v1/code/execute"
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def client(
+    tmp_path_factory: pytest.TempPathFactory, module_database_url: str
+) -> Iterator[TestClient]:
     settings = app_settings(
         tmp_path_factory.mktemp("code"),
+        database_url=module_database_url,
         max_code_bytes=1024,
         max_stdin_bytes=512,
         run_max_timeout_s=5.0,
@@ -127,7 +131,7 @@ class TestExecuteRefusals:
         assert response.status_code == 400
         error = response.json()["error"]
         assert error["code"] == "UNSUPPORTED_LANGUAGE"
-        assert error["details"]["supported"] == ["python"]
+        assert error["details"]["supported"] == sorted(LANGUAGES)
 
     def test_guest_is_refused(self, client: TestClient) -> None:
         guest = headers_for(client, Role.GUEST)

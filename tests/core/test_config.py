@@ -5,13 +5,18 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.core.config import Settings
+from app.core.config import INSECURE_DEFAULT_SECRET, Settings
 
 STRONG_SECRET = "x" * 48
+METRICS_TOKEN = "m" * 32
 
 
 def production(**overrides: object) -> Settings:
-    values: dict[str, object] = {"environment": "production", "secret_key": STRONG_SECRET}
+    values: dict[str, object] = {
+        "environment": "production",
+        "secret_key": STRONG_SECRET,
+        "metrics_token": METRICS_TOKEN,
+    }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
@@ -20,6 +25,20 @@ class TestProductionRefusals:
     def test_default_secret_is_refused(self):
         with pytest.raises(ValidationError, match="SECRET_KEY"):
             production(secret_key=Settings.model_fields["secret_key"].default)
+
+    def test_the_published_example_secret_is_refused(self):
+        with pytest.raises(ValidationError, match="SECRET_KEY"):
+            production(secret_key=INSECURE_DEFAULT_SECRET)
+
+    def test_a_public_metrics_endpoint_is_refused(self):
+        with pytest.raises(ValidationError, match="METRICS_TOKEN"):
+            production(metrics_token="")
+
+    def test_a_public_metrics_endpoint_is_accepted_when_the_operator_says_so(self):
+        assert production(metrics_token="", metrics_public=True).metrics_public
+
+    def test_no_metrics_endpoint_needs_no_token(self):
+        assert not production(metrics_token="", metrics_enabled=False).metrics_enabled
 
     def test_short_secret_is_refused(self):
         with pytest.raises(ValidationError, match="at least 32"):

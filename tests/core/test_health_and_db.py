@@ -33,7 +33,7 @@ class TestDatabaseDown:
         return port
 
     def _ready_with_database(self, client, url: str, make_settings):
-        client.app.state.engine = create_db_engine(make_settings(database_url=url))
+        client.app.state.db_engine = create_db_engine(make_settings(database_url=url))
         started = time.monotonic()
         response = client.get("/health/ready")
         return response, time.monotonic() - started

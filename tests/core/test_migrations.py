@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-import app.core.models  # noqa: F401  (fills Base.metadata)
+import app.models  # noqa: F401  (fills Base.metadata)
 from app.core.config import REPO_ROOT
 from app.core.db import Base
 

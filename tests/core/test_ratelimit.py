@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 from fastapi import Depends
+from sqlalchemy import event
 
-from app.auth.models import Role
-from app.core.ratelimit import client_ip, execute_rate_limit, parse_trusted_proxies
+from app.auth.dependencies import execute_rate_limit
+from app.auth.models import Role, User
+from app.ratelimit.keys import client_ip, parse_trusted_proxies
 from tests.auth.helpers import (
     DEFAULT_PASSWORD,
     auth_headers,
@@ -166,6 +168,52 @@ class TestDefaultLimit:
         assert [a.status_code for a in answers] == [200, 200, 429]
 
 
+class TestAdminExemptionFollowsTheDatabase:
+    def _demote(self, client: Any, user_id: str, **changes: Any) -> None:
+        with client.app.state.session_factory() as session:
+            user = session.get(User, user_id)
+            for name, value in changes.items():
+                setattr(user, name, value)
+            session.commit()
+
+    @pytest.mark.parametrize("change", [{"role": Role.USER.value}, {"is_active": False}])
+    def test_a_demoted_admin_loses_the_exemption_at_once(
+        self, limited: Any, change: dict[str, Any]
+    ) -> None:
+        with limited(rate_limit_default="2/minute", rate_limit_exempt_admins=True) as client:
+            admin_id, token = create_user_and_token(client, Role.ADMIN)
+            exempt = [client.get(VERSION, headers=auth_headers(token)) for _ in range(3)]
+            self._demote(client, admin_id, **change)
+            answers = [client.get(VERSION, headers=auth_headers(token)) for _ in range(3)]
+
+        assert all(a.status_code == 200 for a in exempt)
+        assert_rate_limited(answers[-1])
+
+    def test_a_user_token_costs_the_limiter_no_database_query(self, limited: Any) -> None:
+        with limited(rate_limit_default="50/minute") as client:
+            _, token = create_user_and_token(client)
+            with _counted_queries(client) as queries:
+                for _ in range(3):
+                    assert client.get(VERSION, headers=auth_headers(token)).status_code == 200
+
+        assert queries == []
+
+
+@contextmanager
+def _counted_queries(client: Any) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(args[2])
+
+    engine = client.app.state.db_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
 class TestExecuteLimit:
     def test_a_user_is_limited_on_executions(self, limited: Any) -> None:
         with limited(rate_limit_execute="2/minute") as client:
@@ -234,13 +282,87 @@ class TestLoginLimit:
         assert response.status_code == 429
 
     def test_the_username_is_matched_case_insensitively(self, limited: Any) -> None:
-        with limited(rate_limit_login="2/minute") as client:
-            client.post(LOGIN, json={"username": "alice", "password": "wrong-guess"})
-            client.post(LOGIN, json={"username": "ALICE", "password": "wrong-guess"})
+        with limited(
+            client=("127.0.0.1", 5000),
+            trusted_proxies=["127.0.0.1"],
+            rate_limit_login_username="2/minute",
+        ) as client:
+            for n, name in enumerate(["alice", "ALICE"]):
+                guess = {"username": name, "password": "wrong-guess"}
+                client.post(LOGIN, json=guess, headers={"X-Forwarded-For": f"192.0.2.{n}"})
 
-            response = client.post(LOGIN, json={"username": "Alice", "password": "wrong-guess"})
+            response = client.post(
+                LOGIN,
+                json={"username": "Alice", "password": "wrong-guess"},
+                headers={"X-Forwarded-For": "192.0.2.99"},
+            )
 
         assert response.status_code == 429
+
+    def test_one_address_cannot_try_many_usernames(self, limited: Any) -> None:
+        with limited(rate_limit_login="3/minute") as client:
+            tries = [
+                client.post(LOGIN, json={"username": f"victim{n}", "password": "wrong-guess"})
+                for n in range(4)
+            ]
+
+        assert [t.status_code for t in tries] == [401, 401, 401, 429]
+        assert_rate_limited(tries[-1])
+
+    def test_many_addresses_cannot_share_the_guesses_at_one_username(self, limited: Any) -> None:
+        with limited(
+            client=("127.0.0.1", 5000),
+            trusted_proxies=["127.0.0.1"],
+            rate_limit_login="5/minute",
+            rate_limit_login_username="3/minute",
+        ) as client:
+            create_user(client, username="alice")
+            tries = [
+                client.post(
+                    LOGIN,
+                    json={"username": "alice", "password": f"guess-{n}"},
+                    headers={"X-Forwarded-For": f"198.51.100.{n}"},
+                )
+                for n in range(4)
+            ]
+
+        assert [t.status_code for t in tries] == [401, 401, 401, 429]
+        assert_rate_limited(tries[-1])
+
+    def test_the_owners_own_sign_ins_do_not_use_up_the_username_limit(self, limited: Any) -> None:
+        """Only failed attempts count per username: signing in often never locks the owner out
+        (with every attempt counted, the third sign-in below would be refused)."""
+        with limited(
+            client=("127.0.0.1", 5000),
+            trusted_proxies=["127.0.0.1"],
+            rate_limit_login="50/minute",
+            rate_limit_login_username="2/minute",
+        ) as client:
+            create_user(client, username="alice")
+            good = {"username": "alice", "password": DEFAULT_PASSWORD}
+            sign_ins = [client.post(LOGIN, json=good).status_code for _ in range(4)]
+            wrong = [
+                client.post(LOGIN, json={"username": "alice", "password": "nope"}).status_code
+                for _ in range(3)
+            ]
+
+        assert sign_ins == [200, 200, 200, 200]
+        assert wrong == [401, 401, 429]
+
+    @pytest.mark.parametrize("role", [Role.USER, Role.ADMIN])
+    def test_a_token_on_a_login_request_changes_nothing(self, limited: Any, role: Role) -> None:
+        with limited(rate_limit_default="3/minute", rate_limit_login="50/minute") as client:
+            _, token = create_user_and_token(client, role)
+            for _ in range(3):
+                client.get(VERSION)  # this address has spent its default budget
+
+            response = client.post(
+                LOGIN,
+                json={"username": "someone", "password": "wrong-guess"},
+                headers=auth_headers(token),
+            )
+
+        assert_rate_limited(response)
 
     def test_the_form_login_is_limited_too(self, limited: Any) -> None:
         with limited(rate_limit_login="1/minute") as client:

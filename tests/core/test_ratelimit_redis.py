@@ -6,7 +6,6 @@ without it; under CI=true a missing server is a failure, so CI never silently lo
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable
 
@@ -18,16 +17,6 @@ __all__ = ["fast_password_hashing"]
 pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("fast_password_hashing")]
 
 VERSION = "/api/version"
-
-
-@pytest.fixture
-def redis_url() -> str:
-    url = os.environ.get("WARMBOX_TEST_REDIS_URL", "")
-    if not url:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("WARMBOX_TEST_REDIS_URL is not set; run `bash scripts/services.sh start`")
-        pytest.skip("WARMBOX_TEST_REDIS_URL is not set (bash scripts/services.sh start)")
-    return url
 
 
 class TestRedisStorage:

@@ -12,8 +12,12 @@ from tests.jobs.helpers import app_settings, headers_for, running_app
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    settings = app_settings(tmp_path_factory.mktemp("jobs"), run_max_timeout_s=30.0)
+def client(
+    tmp_path_factory: pytest.TempPathFactory, module_database_url: str
+) -> Iterator[TestClient]:
+    settings = app_settings(
+        tmp_path_factory.mktemp("jobs"), database_url=module_database_url, run_max_timeout_s=30.0
+    )
     with running_app(settings) as test_client:
         yield test_client
 

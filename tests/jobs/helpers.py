@@ -32,6 +32,7 @@ def app_settings(data_dir: Path, **overrides: Any) -> Settings:
         "pool_initial_size": 1,
         "pool_min_size": 1,
         "pool_max_size": 2,
+        "pool_max_total": 2,
         "pool_acquire_timeout_s": 10.0,
         "pool_health_check_interval_s": 3600.0,
         "pool_idle_reclaim_interval_s": 3600.0,
@@ -43,7 +44,7 @@ def app_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 @contextmanager
 def running_app(settings: Settings) -> Iterator[TestClient]:
-    """Migrate, build the app and run its lifespan (pool, job runner) around a TestClient."""
+    """Migrate, build the app and run its lifespan (pool, job queue, workers) around a client."""
     upgrade_to_head(settings.database_url)
     with cheap_hashes(), TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client

@@ -19,9 +19,12 @@ SLEEPER = {"code": "import time; time.sleep(30)", "timeout": 30}
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def client(
+    tmp_path_factory: pytest.TempPathFactory, module_database_url: str
+) -> Iterator[TestClient]:
     settings = app_settings(
         tmp_path_factory.mktemp("queue"),
+        database_url=module_database_url,
         pool_max_size=1,
         job_workers=1,
         job_queue_max=1,
@@ -62,5 +65,6 @@ def test_admins_see_the_queue_in_pool_stats(client: TestClient) -> None:
 
     assert stats["queue"]["capacity"] == 1
     assert stats["queue"]["workers"] == 1
+    assert stats["queue"]["users_waiting"] == 0
     assert "expected_wait" in stats["queue"]
     assert stats["pools"]["python"]["max_size"] == 1

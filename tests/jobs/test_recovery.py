@@ -15,21 +15,23 @@ from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.migrations import upgrade_to_head
 from app.jobs.models import Job, JobStatus
-from app.jobs.queue import SHUTDOWN_REASON
 from app.jobs.repository import RESTART_REASON
+from app.jobs.worker import SHUTDOWN_REASON
 from tests.auth.helpers import access_token_for, auth_headers
 from tests.jobs.helpers import app_settings, headers_for, running_app, wait_for_status
 
 pytestmark = pytest.mark.docker
 
 
-def seed(settings: Settings, statuses: list[JobStatus]) -> tuple[User, list[str]]:
+def seed(
+    settings: Settings, statuses: list[JobStatus], *, username: str = "owner", age_s: int = 60
+) -> tuple[User, list[str]]:
     """A user and jobs left in the given states by a 'previous process', oldest first."""
     upgrade_to_head(settings.database_url)
     engine = create_engine(settings.database_url)
     now = utcnow()
     with Session(engine, expire_on_commit=False) as session:
-        user = User(username="owner", username_key="owner", password_hash="x", role=Role.USER)
+        user = User(username=username, username_key=username, password_hash="x", role=Role.USER)
         session.add(user)
         session.flush()
         jobs = [
@@ -39,7 +41,7 @@ def seed(settings: Settings, statuses: list[JobStatus]) -> tuple[User, list[str]
                 code=f"print({n})",
                 timeout_s=5,
                 status=status.value,
-                created_at=now - timedelta(seconds=60 - n),
+                created_at=now - timedelta(seconds=age_s - n),
                 started_at=now if status is JobStatus.RUNNING else None,
             )
             for n, status in enumerate(statuses)
@@ -107,3 +109,23 @@ def test_shutdown_records_running_jobs_and_keeps_queued_ones_for_the_next_start(
         headers = auth_headers(access_token_for(client, owner))
         final = wait_for_status(client, queued_id, headers, "succeeded")
     assert final["output"] == "7\n"
+
+
+def test_jobs_recovered_at_start_up_take_turns_between_users(tmp_path: Path) -> None:
+    settings = app_settings(
+        tmp_path, job_workers=1, pool_max_size=1, max_concurrent_runs_per_user=1
+    )
+    alice, alice_jobs = seed(settings, [JobStatus.QUEUED] * 4, username="alice", age_s=60)
+    bob, (bob_job,) = seed(settings, [JobStatus.QUEUED], username="bob", age_s=30)
+
+    with running_app(settings) as client:
+        alice_headers = auth_headers(access_token_for(client, alice))
+        bob_headers = auth_headers(access_token_for(client, bob))
+        finals = {
+            job: wait_for_status(client, job, alice_headers, "succeeded") for job in alice_jobs
+        }
+        finals[bob_job] = wait_for_status(client, bob_job, bob_headers, "succeeded")
+
+    order = sorted(finals, key=lambda job: finals[job]["started_at"])
+    assert order[:3] == [alice_jobs[0], bob_job, alice_jobs[1]]  # bob waits one job, not four
+    assert [finals[job]["output"] for job in alice_jobs] == ["0\n", "1\n", "2\n", "3\n"]

@@ -28,7 +28,7 @@ SCENARIOS = (
 def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     results = tmp_path_factory.mktemp("load-results")
     argv = ["bash", "load_tests/run_load.sh", "--profile", "smoke", "--users", "3"]
-    argv += ["--duration", "5s", "--pool-max", "2", "--settle", "1", "--results-dir", str(results)]
+    argv += ["--duration", "10s", "--pool-max", "2", "--settle", "1", "--results-dir", str(results)]
     finished = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     # 0: every smoke target passed; 1: one missed (asserted below, with the figures); 2: broken.
     assert finished.returncode in (0, 1), finished.stdout + finished.stderr

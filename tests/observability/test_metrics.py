@@ -57,9 +57,13 @@ class TestMetrics:
         assert ("warmbox_pool_in_use", python) in found
         assert ("warmbox_pool_resets_total", python) in found
         assert ("warmbox_pool_reset_failures_total", python) in found
+        assert ("warmbox_pool_cold_starts_total", python) in found
+        assert ("warmbox_pool_evictions_total", python) in found
+        assert found[("warmbox_pool_budget_in_use", python)] >= 1
         wait = frozenset({("language", "python"), ("stat", "p95")})
         assert ("warmbox_pool_acquire_wait_seconds", wait) in found
         assert ("warmbox_job_queue_depth", frozenset()) in found
+        assert ("warmbox_job_queue_users", frozenset()) in found
 
     def test_http_requests_are_counted_by_route_template(self, client: TestClient) -> None:
         user = headers_for(client)

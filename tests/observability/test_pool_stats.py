@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.auth.models import Role
+from app.sandbox.languages import LANGUAGES
 from tests.conftest import ClientFactory, SettingsFactory
 from tests.jobs.helpers import app_settings, headers_for, running_app
 
@@ -36,6 +37,10 @@ class TestPoolStats:
         assert body["queue"]["workers"] == 2
         assert body["sandbox_enabled"] is True
         assert body["jobs_by_language"] == {}
+        assert body["budget"]["max_total"] == 2
+        assert body["budget"]["in_use"] >= 1
+        assert {"cold_starts", "evictions", "waiting", "build_cache"} <= set(body["budget"])
+        assert {"cold_starts", "evictions", "budget_in_use"} <= set(python)
 
     @pytest.mark.parametrize("role", [Role.USER, Role.GUEST])
     def test_other_roles_are_refused(self, client: TestClient, role: Role) -> None:
@@ -53,10 +58,14 @@ class TestLanguages:
         response = client.get("/api/v1/languages", headers=headers_for(client, Role.GUEST))
 
         assert response.status_code == 200
-        (python,) = response.json()["languages"]
-        assert python["name"] == "python"
+        languages = {entry["name"]: entry for entry in response.json()["languages"]}
+        assert sorted(languages) == sorted(LANGUAGES)
+        python = languages["python"]
         assert python["available"] is True
         assert python["version"].startswith("3.")
+        assert python["file_name"] == "main.py"
+        assert python["compiled"] is False
+        assert python["warm"] is True
 
 
 def test_without_a_sandbox_runs_are_503_and_languages_unavailable(

@@ -10,9 +10,10 @@ import docker
 import pytest
 
 from app.core.config import Settings
-from app.sandbox.languages import IMAGE_BUILD_COMMAND, LANGUAGES
+from app.sandbox.languages import IMAGE_BUILD_COMMAND, IMAGES_DIR, LANGUAGES
 from app.sandbox.pool import ContainerPool
 from app.sandbox.types import RunRequest, RunResult
+from sandbox_images.agent import protocol
 
 PYTHON = LANGUAGES["python"]
 
@@ -23,8 +24,13 @@ def ipc(kind):
     with open(f"/proc/sysvipc/{kind}") as table:
         return len([row for row in table.read().splitlines()[1:] if row.strip()])
 me = os.getpid()
+def who(pid):  # the fork server (sandbox_images/agent/zygote.py) by name, any other by pid
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline, open(f"/proc/{pid}/stat") as stat:
+        zygote = cmdline.read().endswith(b"--zygote\0") and stat.read().split()[3] == "1"
+    return "fork server" if zygote else pid
+others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
 print(json.dumps({
-    "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)),
+    "pids": sorted(str(who(p)) for p in others),
     "tmp": sorted(os.listdir("/tmp")),
     "cwd": os.getcwd(),
     "env": dict(os.environ),
@@ -34,14 +40,16 @@ print(json.dumps({
 }))
 """
 CLEAN_STATE = {
-    "pids": [],
+    "pids": ["fork server"],  # Python's zygote, which forks every runner and runs no program
     "tmp": ["main.py"],
     "cwd": "/tmp",
     "ipc": [0, 0, 0],
     "mqueue": [],
     "uid": 10001,
 }
-ALLOWED_ENV = {"PATH", "HOME", "LANG", "PYTHONDONTWRITEBYTECODE", "PYTHONIOENCODING", "TMPDIR"}
+# The agent's allowlist plus what the Python descriptor adds (MPLBACKEND, MPLCONFIGDIR).
+PYTHON_DESCRIPTOR = json.loads((IMAGES_DIR / "python" / "language.json").read_text())
+ALLOWED_ENV = set(protocol.RUN_ENV) | set(PYTHON_DESCRIPTOR.get("env", {}))
 
 
 def sandbox_settings(**overrides: Any) -> Settings:
@@ -54,6 +62,9 @@ def sandbox_settings(**overrides: Any) -> Settings:
         "pool_health_check_interval_s": 3600.0,
         "pool_idle_reclaim_interval_s": 3600.0,
         "run_output_limit_bytes": 64 * 1024,
+        # The pool's mechanics are tested without the scientific pre-imports, whose second of
+        # start-up would change what a cold start costs; test_languages tests them.
+        "sandbox_python_preload": "",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -66,7 +77,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
         client.ping()
     except Exception as exc:
         pytest.fail(f"no Docker engine answers ({exc}); run scripts/setup.sh first")
-    image = sandbox_settings().sandbox_python_image
+    image = PYTHON.image(sandbox_settings())
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:

@@ -7,8 +7,23 @@ import json
 
 import pytest
 
+from app.sandbox.languages import LANGUAGES
+from app.sandbox.limits import RUNSC_HOST_THREADS, SandboxLimits
 from app.sandbox.pool import ContainerPool
-from tests.sandbox.conftest import ALLOWED_ENV, run
+from tests.sandbox.conftest import ALLOWED_ENV, run, sandbox_settings
+
+
+def test_each_language_gets_its_own_memory_unless_one_is_set_for_all():
+    """The JVM and the Go toolchain need more than an interpreter; SANDBOX_MEMORY_MB overrides."""
+    settings = sandbox_settings()
+    for language in LANGUAGES.values():
+        limits = SandboxLimits.from_settings(settings, language)
+        assert limits.host_config()["mem_limit"] == f"{language.memory_mb}m"
+    assert LANGUAGES["java"].memory_mb > LANGUAGES["python"].memory_mb
+    assert LANGUAGES["go"].memory_mb > LANGUAGES["bash"].memory_mb
+    forced = SandboxLimits.from_settings(sandbox_settings(sandbox_memory_mb=200), LANGUAGES["java"])
+    assert forced.memory_mb == 200
+
 
 pytestmark = pytest.mark.docker
 
@@ -25,8 +40,9 @@ def inspected(make_pool, docker_client) -> tuple[ContainerPool, dict]:
 class TestHostConfig:
     def test_network_is_disabled(self, inspected):
         _, info = inspected
-        assert info["HostConfig"]["NetworkMode"] == "none"
-        assert info["Config"].get("NetworkDisabled") is True
+        assert info["HostConfig"]["NetworkMode"] == "none"  # a namespace with loopback only
+        # Not NetworkDisabled: then Docker writes no /etc/hosts and `localhost` cannot resolve.
+        assert not info["Config"].get("NetworkDisabled")
 
     def test_root_filesystem_is_read_only_and_scratch_is_a_small_tmpfs(self, inspected):
         pool, info = inspected
@@ -37,6 +53,17 @@ class TestHostConfig:
             options
         )
         assert host["IpcMode"] == "none"  # no /dev/shm, private IPC namespace
+
+    def test_exec_scratch_is_a_second_tmpfs_without_suid_or_devices(self, inspected):
+        pool, info = inspected
+        options = set(info["HostConfig"]["Tmpfs"]["/exec"].split(","))
+        assert {
+            "nosuid",
+            "nodev",
+            "exec",
+            f"size={pool.settings.sandbox_exec_tmpfs_mb}m",
+        } <= options
+        assert "noexec" not in options
 
     def test_no_capabilities_no_new_privileges_default_seccomp(self, inspected):
         _, info = inspected
@@ -53,16 +80,28 @@ class TestHostConfig:
         _, info = inspected
         assert info["Config"]["User"] == "10001:10001"
         names = {entry.split("=", 1)[0] for entry in info["Config"]["Env"]}
-        assert names <= ALLOWED_ENV | {"HOME", "LANG", "PATH", "PYTHONDONTWRITEBYTECODE"}
+        # WARMBOX_PRELOAD is for the agent only (SANDBOX_PYTHON_PRELOAD); runs never see it.
+        allowed = {
+            "HOME",
+            "LANG",
+            "PATH",
+            "PYTHONDONTWRITEBYTECODE",
+            "WARMBOX_PRELOAD",
+            "WARMBOX_FORK_SERVER",
+        }
+        assert names <= ALLOWED_ENV | allowed
 
     def test_memory_cpu_and_pids_limits(self, inspected):
         pool, info = inspected
         host = info["HostConfig"]
         settings = pool.settings
-        assert host["Memory"] == settings.sandbox_memory_mb * MB
+        assert settings.sandbox_memory_mb == 0  # the default: each language's own memory
+        assert host["Memory"] == LANGUAGES["python"].memory_mb * MB
         assert host["MemorySwap"] == host["Memory"]  # no swap beyond the memory limit
         assert host["NanoCpus"] == int(settings.sandbox_cpus * 1e9)
-        assert host["PidsLimit"] == settings.sandbox_pids_limit
+        # gVisor's own host threads live in the same cgroup: they get room of their own.
+        extra = RUNSC_HOST_THREADS if settings.sandbox_runtime == "runsc" else 0
+        assert host["PidsLimit"] == settings.sandbox_pids_limit + extra
 
     def test_ulimits(self, inspected):
         pool, info = inspected

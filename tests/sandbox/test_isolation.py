@@ -93,9 +93,10 @@ class TestFilesystem:
 import json, os
 outcome = {}
 for path in ["/x", "/dev/shm/x", "/var/tmp/x", "/run/lock/x", "/etc/x", "/opt/warmbox/x",
-             "/usr/lib/x", "/dev/x", "/root/x", "/home/x", "/proc/sys/kernel/x"]:
+             "/usr/lib/x", "/dev/x", "/root/x", "/home/x", "/proc/sys/kernel/x",
+             "/etc/hosts", "/etc/resolv.conf", "/etc/hostname"]:
     try:
-        with open(path, "w") as handle:
+        with open(path, "a") as handle:
             handle.write("x")
         outcome[path] = "written"
     except OSError as error:

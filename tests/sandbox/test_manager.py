@@ -6,6 +6,7 @@ import pytest
 
 from app.core.errors import SandboxError, UnsupportedLanguageError
 from app.sandbox import manager as manager_module
+from app.sandbox.languages import LANGUAGES
 from app.sandbox.manager import SandboxManager
 from app.sandbox.types import RunRequest
 from tests.sandbox.conftest import sandbox_settings
@@ -54,7 +55,7 @@ class TestStartFailures:
         try:
             with pytest.raises(UnsupportedLanguageError) as refused:
                 manager.run(RunRequest(code="puts 1", language="ruby"))
-            assert refused.value.details == {"supported": ["python"]}
+            assert refused.value.details == {"supported": sorted(LANGUAGES)}
         finally:
             manager.shutdown()
 

@@ -147,7 +147,7 @@ class TestBackgroundThreads:
         assert victim.id not in ids
         assert len(ids) == 2
 
-    def test_frozen_container_is_replaced_after_three_strikes(self, make_pool, docker_client):
+    def test_frozen_container_is_replaced_after_three_failed_pings(self, make_pool, docker_client):
         pool = make_pool(
             pool_initial_size=1, pool_min_size=1, pool_max_size=1, pool_health_check_interval_s=0.2
         )
@@ -225,7 +225,7 @@ class TestLifecycle:
         dead_pid = _dead_pid()
         labels = engine.owner_labels("deadpool", "python") | {engine.LABEL_PID: str(dead_pid)}
         orphan = docker_client.containers.create(
-            sandbox_settings().sandbox_python_image, labels=labels, network_disabled=True
+            LANGUAGES["python"].image(sandbox_settings()), labels=labels, network_disabled=True
         )
         make_pool()
         remaining = {c.id for c in docker_client.containers.list(all=True)}
