@@ -110,7 +110,15 @@ FORK_BOMB = {
 }
 FLOOD = {
     "python": "while True:\n    print('x' * 1000)",
-    "javascript": "const line = 'x'.repeat(1000);\nfor (;;) console.log(line);",
+    # Writes as fast as stdout drains. A tight `console.log` loop never yields to the event loop:
+    # once the pipe is full (the agent busy elsewhere, as under a loaded CI) Node queues the rest
+    # in memory and the output may never pass the limit before the timeout (seen in CI); that
+    # program is what the endless-loop and memory cases cover.
+    "javascript": (
+        "const line = 'x'.repeat(1000) + '\\n';\n"
+        "(function flood() {\n  while (process.stdout.write(line));\n"
+        "  process.stdout.once('drain', flood);\n})();"
+    ),
     "bash": "yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
     "c": '#include <stdio.h>\nint main(void) { for (;;) puts("xxxxxxxxxxxxxxxxxxxxxxxx"); }\n',
 }

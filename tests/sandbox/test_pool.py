@@ -76,16 +76,25 @@ class TestConcurrency:
 
     def test_pool_grows_to_max_then_refuses_with_pool_exhausted(self, make_pool):
         pool = make_pool(pool_initial_size=1, pool_max_size=2, pool_acquire_timeout_s=0.5)
-        first, _ = run_in_thread(pool, RunRequest(code="import time\ntime.sleep(3)", timeout_s=5))
-        second, _ = run_in_thread(pool, RunRequest(code="import time\ntime.sleep(3)", timeout_s=5))
-        assert wait_until(lambda: pool.stats()["in_use"] == 2)
+        # Two runs that last until cancelled hold both containers however slowly the machine
+        # starts the second one (a 3 s sleep was sometimes over before it was warm, under load).
+        holds = [RunRequest(code="import time\ntime.sleep(120)", timeout_s=150) for _ in range(2)]
+        first, _ = run_in_thread(pool, holds[0])
+        assert wait_until(lambda: pool.stats()["in_use"] == 1, 60)
+        # the busy pool warms its second container ahead; the second run then needs no cold start
+        assert wait_until(lambda: pool.stats()["available"] == 1, 60)
+        second, _ = run_in_thread(pool, holds[1])
+        assert wait_until(lambda: pool.stats()["in_use"] == 2, 60)
         with pytest.raises(PoolExhaustedError) as refused:
             pool.run(RunRequest(code="print(1)"))
         assert refused.value.headers["Retry-After"].isdigit()
         assert pool.stats()["exhausted"] == 1
         assert pool.health().status == "degraded"
-        first.join()
-        second.join()
+        for hold in holds:
+            assert pool.cancel(hold.run_id)
+        first.join(timeout=30)
+        second.join(timeout=30)
+        assert wait_until(lambda: pool.stats()["available"] >= 1, 60)
         assert run(pool, "print('free again')").stdout == "free again\n"
 
 
