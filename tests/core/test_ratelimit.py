@@ -94,8 +94,10 @@ class TestDefaultLimit:
             answers = [client.get(path) for path in ["/health", "/health/ready"] * 5]
             metrics = [client.get("/metrics") for _ in range(3)]
 
-        assert all(a.status_code == 200 for a in answers)
-        assert all(m.status_code != 429 for m in metrics)
+        # /health/ready may be 503 if a check misses its deadline on a loaded machine (seen
+        # once): what this test holds is that no probe is ever counted or refused
+        assert all(a.status_code != 429 for a in answers + metrics)
+        assert [a.status_code for a in answers[::2]] == [200] * 5  # /health: the process is up
         assert "x-ratelimit-limit" not in answers[0].headers
 
     def test_the_limits_of_two_users_are_independent(self, limited: Any) -> None:
