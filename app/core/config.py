@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     # A fork server imports them once per container and forks every runner (false: a fresh
     # interpreter per run, which pays the imports again after every run).
     sandbox_python_fork_server: bool = True
+    # Beside the forked runner, a bare interpreter (no pre-imports) runs every script that names no
+    # installed package: a hello does not pay for the fork and teardown of numpy and pandas.
+    sandbox_python_bare_runner: bool = True
     sandbox_runtime: str = ""
     pool_mode: PoolMode = PoolMode.REUSE
     pool_max_total: int = Field(default=6, ge=1)

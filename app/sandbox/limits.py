@@ -62,6 +62,8 @@ class SandboxLimits:
             agent_environment["WARMBOX_PRELOAD"] = preload
             if not settings.sandbox_python_fork_server:
                 agent_environment["WARMBOX_FORK_SERVER"] = "0"
+            if not settings.sandbox_python_bare_runner:
+                agent_environment["WARMBOX_BARE_RUNNER"] = "0"
         return cls(
             memory_mb=memory_mb,
             cpus=settings.sandbox_cpus,

@@ -32,6 +32,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import resource
 import select
 import shutil
@@ -50,8 +51,8 @@ from execution import (
     Execution,
     Runner,
     cpu_ms,
-    outside_attributes,
     parked_problems,
+    protected_attributes,
     read_oom_kills,
 )
 from protocol import RUN_ENV
@@ -140,6 +141,16 @@ class Language:
         # The pool may turn it off (setting SANDBOX_PYTHON_FORK_SERVER).
         enabled = os.environ.get("WARMBOX_FORK_SERVER", "1") != "0"
         self.fork_server = bool(descriptor.get("fork_server") and self.runner) and enabled
+        # Python with pre-imports: a second fork server without them forks the runner of every
+        # script that names no installed package; the pool may turn it off
+        # (SANDBOX_PYTHON_BARE_RUNNER).
+        self.bare_runner: list[str] | None = None
+        self.packages: re.Pattern[str] | None = None
+        preloads = self.runner[-1][len("--preload=") :] if self.runner else ""
+        wanted = os.environ.get("WARMBOX_BARE_RUNNER", "1") != "0"
+        if self.fork_server and descriptor.get("bare_runner") and preloads and wanted:
+            self.bare_runner = [*self.runner[:-1], "--preload="]
+            self.packages = installed_packages()
         # A runner with a long start-up whose next copy is started ahead and parked (execution.py).
         self.parks = bool(descriptor.get("parked") and self.runner)
         self.build_outputs = list(descriptor.get("build_outputs", []))
@@ -148,6 +159,31 @@ class Language:
 
     def spec(self, command: list[str]) -> dict:
         return {"command": command, "env": self.env, "cwd": self.workdir}
+
+    def wants_packages(self, code: str) -> bool:
+        """Whether a script names an installed package anywhere (an import, a string, a comment):
+        such a script gets the runner with the pre-imports, every other one the bare runner.
+        A script that reaches a package in a way this misses imports it itself, as `python3`
+        would: slower, never different."""
+        return self.packages is None or self.packages.search(code) is not None
+
+
+def installed_packages() -> re.Pattern[str] | None:
+    """A pattern matching, as a whole word, the top-level name of every package installed beside
+    the standard library (site.getsitepackages(): Debian's dist-packages); None when there is
+    none to find, which sends every script to the runner with the pre-imports."""
+    import site
+
+    names = set()
+    for directory in site.getsitepackages():
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(directory):
+                name = entry.split(".", 1)[0].split("-", 1)[0]
+                if name.isidentifier() and not entry.endswith((".pth", ".txt")):
+                    names.add(name)
+    if not names:
+        return None
+    return re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, names))) + r")\b")
 
 
 def _resolved(command: list[str] | None) -> list[str] | None:
@@ -176,14 +212,26 @@ class Agent:
         self.parked: Runner | None = None  # the next run's runner, started ahead
         self.parked_baseline: dict | None = None  # a runner's attributes before any run
         self.parked_refused = 0
+        self.bare: Runner | None = None  # python's bare runner, ready beside self.runner
+        # Each kind's attributes as seen from outside when its first runner got ready, before any
+        # run: what a runner kept across a run of the other kind is compared with.
+        self.kept_baselines: dict[str, dict] = {}
+        self.kept_refused = 0
+        self.bare_server: ForkServer | None = None
         if language.fork_server:
             self.fork_server = ForkServer(language.spec(language.runner or []), self.attributes)
             cleanup.fork_server = self.fork_server  # sweeps spare it and let it kill the others
+        if language.bare_runner:
+            # Spared by a sweep that finds nothing else alive; the fork server's kill(-1) takes it
+            # too, and it is started again (a bare interpreter: tens of milliseconds).
+            self.bare_server = ForkServer(language.spec(language.bare_runner), self.attributes)
+            cleanup.bare_server = self.bare_server
 
     def spawn_runner(self) -> None:
         if not self.language.runner:
             return
-        runner = self._unpark()  # ready already
+        runner = self._kept(self.runner, "runner") or self._unpark()  # ready already
+        self.runner = None
         if runner is None:
             runner = self.fork_server.fork_runner() if self.fork_server is not None else None
             if runner is None:  # no fork server, or it failed: start the interpreter itself
@@ -191,8 +239,60 @@ class Agent:
                 runner = Runner(spec, self.attributes, warm=True)
             runner.wait_ready()  # a runner that never gets ready is replaced before the run
         self.runner = runner
+        if self.language.bare_runner:
+            self._spawn_bare()
+        cleanup.idle_pids = {idle.pid for idle in (self.runner, self.bare) if idle is not None}
         if self.language.parks:
             self._park(runner)
+
+    def _spawn_bare(self) -> None:
+        """Python's bare runner beside the one with the pre-imports, both ready before the next
+        frame is read: whichever a run does not take waits through it, non-dumpable, and is
+        checked after it."""
+        bare, self.bare = self._kept(self.bare, "bare"), None
+        if bare is None and self.bare_server is not None:
+            bare = self.bare_server.fork_runner()
+            if bare is None or not bare.wait_ready():
+                if bare is not None:
+                    bare.kill()
+                return  # every script takes the other runner until the next reset
+        self.bare = bare
+        for kind, runner in (("runner", self.runner), ("bare", bare)):
+            if kind not in self.kept_baselines and runner is not None:
+                baseline = protected_attributes(runner.pid)
+                if baseline is None:  # the kernel did not hide it: no runner waits beside a run
+                    self.language.bare_runner = None
+                    bare.kill()
+                    self.bare = None
+                    return
+                self.kept_baselines[kind] = baseline
+
+    def _kept(self, runner: Runner | None, kind: str) -> Runner | None:
+        """A ready runner that the last run did not take, if it is exactly as it was (alive, not
+        stopped, still non-dumpable, the attributes of its kind's first runner, nothing written);
+        else it is killed, and None."""
+        if runner is None:
+            return None
+        if runner.pid in cleanup.idle_pids:
+            problems = parked_problems(runner, self.kept_baselines.get(kind))
+            if not problems:
+                return runner
+            self.kept_refused += 1
+        runner.kill()
+        return None
+
+    def _take_runner(self, code: str) -> Runner:
+        """The runner for this run: the bare one for a script that names no installed package,
+        else the one with the pre-imports. The other stays ready and is checked at the reset."""
+        runner = self.runner
+        bare = self.bare
+        if bare is not None and not self.language.wants_packages(code) and bare.poll_exit() is None:
+            runner, self.bare = bare, None
+        else:
+            self.runner = None
+        assert runner is not None
+        cleanup.idle_pids.discard(runner.pid)
+        return runner
 
     def _unpark(self) -> Runner | None:
         """The parked runner, if it is exactly as it was started (execution.parked_problems);
@@ -206,11 +306,7 @@ class Agent:
         if not problems:
             return parked
         self.parked_refused += 1
-        with contextlib.suppress(OSError):
-            os.kill(parked.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(parked.pid, 0)
-        parked.close()
+        parked.kill()
         return None
 
     def _park(self, current: Runner) -> None:
@@ -220,11 +316,7 @@ class Agent:
         Nothing parks before the container's first run either: a single-use container has no
         second run, and a new container's start is not slowed by a second runtime starting."""
         if self.parked_baseline is None:
-            try:
-                protected = os.stat(f"/proc/{current.pid}/environ").st_uid == 0
-                self.parked_baseline = outside_attributes(current.pid) if protected else None
-            except OSError:
-                self.parked_baseline = None
+            self.parked_baseline = protected_attributes(current.pid)
             if self.parked_baseline is None:
                 self.language.parks = False
                 return
@@ -250,8 +342,9 @@ class Agent:
         elif kind == protocol.CHECK:
             runner_pid = self.runner.pid if self.runner is not None else 0
             problems = leftovers(self.attributes, thorough=True, runner_pid=runner_pid)
-            if self.fork_server is not None:
-                problems += self.fork_server.problems()
+            for server in (self.fork_server, self.bare_server):
+                if server is not None:
+                    problems += server.problems()
             if not self.runner_alive():
                 problems.append("runner not alive")
             self.channel.send({"type": protocol.CHECK, "clean": not problems, "problems": problems})
@@ -357,10 +450,8 @@ class Agent:
             )
             runner_age_ms = 0.0
         else:
-            runner = self.runner
-            assert runner is not None
+            runner = self._take_runner(str(request.get("code", "")))
             runner_age_ms = (time.monotonic() - runner.spawned_at) * 1000
-        self.runner = None
         cpu_before = children_cpu_ms() + cpu_ms(runner.pid)  # the runner's idle start-up
         cleanup.reaped_peak_kb = 0
         execution = Execution(
@@ -431,8 +522,8 @@ class Agent:
     def reset(self, report: bool = False) -> None:
         """Bring the container back to its clean state, prove it, then pre-spawn the next runner."""
         started = time.monotonic()
-        if self.runner is not None:
-            self.runner.close()
+        if self.runner is not None and self.runner.pid not in cleanup.idle_pids:
+            self.runner.close()  # used (or swept): the sweep below ends it
             self.runner = None
         problems = clean_container(self.attributes)
         self.ready = not problems

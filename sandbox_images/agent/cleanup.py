@@ -35,13 +35,19 @@ libc = ctypes.CDLL(None, use_errno=True)
 # and init, so its one call still reaches every other process atomically); when it cannot (dead,
 # stopped, not answering) the agent's own kill(-1) takes it too and a new one is started.
 fork_server = None  # a zygote.ForkServer, set by the agent
+bare_server = None  # python's second one, without the pre-imports: spared, never the killer
 # The next run's runner, started ahead and parked (execution.py): spared by a sweep that finds
 # nothing else alive; a sweep that must kill(-1) takes it too (the agent then starts a new one).
 parked_pid = 0
+# Ready runners that no run has been given yet (python keeps a runner with its pre-imports and a
+# bare one, and a run takes one of them): a sweep spares them like the parked runner, the proof of
+# clean does not count them, and the agent checks them before they serve (agent.py, _kept).
+idle_pids: set[int] = set()
 
 
 def other_pids() -> list[int]:
-    spared = {os.getpid(), parked_pid, fork_server.spared_pid() if fork_server is not None else 0}
+    spared = {os.getpid(), parked_pid, *idle_pids}
+    spared |= {server.spared_pid() for server in (fork_server, bare_server) if server is not None}
     return [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) not in spared]
 
 
@@ -72,7 +78,8 @@ def sweep_processes() -> bool:
     reap()
     if not other_pids():  # nothing alive that could fork: the run's own sweep already did it
         return True
-    parked_pid = 0  # the kill(-1) below takes it too
+    parked_pid = 0  # the kill(-1) below takes it too, and the idle runners
+    idle_pids.clear()
     while True:
         if fork_server is None or not fork_server.kill_others():
             with contextlib.suppress(ProcessLookupError):

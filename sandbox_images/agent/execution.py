@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import select
+import signal
 import time
 
 import protocol
@@ -145,6 +146,14 @@ class Runner:
             if pid == self.pid:
                 self.record_exit(status, usage)
         return self.exit_status
+
+    def kill(self) -> None:
+        """Kill and reap it (it may be gone already), and close the agent's ends."""
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self.close()
 
     def close(self) -> None:
         fds = (self.stdin_w, self.stdout_r, self.stderr_r, self.go_w, self.control, self.pidfd)
@@ -515,6 +524,18 @@ def outside_attributes(pid: int) -> dict:
         "ioprio": ioprio_of(pid),
         "oom_score_adj": oom_score_adj,
     }
+
+
+def protected_attributes(pid: int) -> dict | None:
+    """outside_attributes of a runner the kernel hides from its uid (non-dumpable, so its /proc
+    entries are root's), the baseline a runner waiting beside a run is compared with; None where
+    it is not hidden (then no runner may wait beside a run)."""
+    try:
+        if os.stat(f"/proc/{pid}/environ").st_uid != 0:
+            return None
+        return outside_attributes(pid)
+    except OSError:
+        return None
 
 
 def _readable_now(fd: int) -> bool:

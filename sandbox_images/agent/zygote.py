@@ -9,7 +9,8 @@ the language's runner started with `--zygote` (`python/runner.py`).
 Why it keeps the proof of clean:
 - It never runs a program and never sees a run's code, stdin or output; it only forks. A forked
   runner gets the hygiene of an exec'd one (its stdio, a new session, the recorded attributes,
-  cwd, environment, no other descriptor, dumpable again) before it says ready.
+  cwd, environment, no other descriptor) before it says ready; it stays non-dumpable until its
+  go (it may wait beside a run of the bare runner, agent.py) and is an ordinary process after.
 - It is non-dumpable (PR_SET_DUMPABLE 0), so a run can neither ptrace it nor read or write its
   memory or descriptors through /proc; its two control pipes are held by the agent and by it only.
 - A run has its uid, so it can kill, stop, renice, prlimit, re-affine or re-prioritise it. After

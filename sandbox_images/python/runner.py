@@ -1,5 +1,9 @@
 """Pre-spawned Python runner: waits for the go on fd 3, then runs /tmp/main.py as `python main.py`.
 
+Started as a fork server (`--zygote`, sandbox_images/agent/zygote.py) whose forks are the
+runners, or, with the fork server off, once per run. With pre-imports there are two fork servers:
+one with them, for scripts that name an installed package, and a bare one for every other script.
+
 The interpreter is already started when the run arrives, and the modules named by `--preload`
 (numpy, pandas, matplotlib by default, from language.json or SANDBOX_PYTHON_PRELOAD) are already
 imported, which is what makes a warm run cost a few milliseconds instead of an interpreter
@@ -35,6 +39,23 @@ _getattr = getattr
 _range = range
 _repr = repr
 _missing = object()
+
+# A forked runner is non-dumpable, as its fork server is, until its go: it may wait beside a run
+# of the other fork server's runner, which has its uid and could otherwise trace it or write its
+# memory. At the go it becomes an ordinary, dumpable process.
+PR_SET_DUMPABLE = 4
+_prctl = None
+_guarded = False
+
+
+def _set_dumpable(value: int) -> None:
+    global _prctl
+    if _prctl is None:
+        import ctypes
+
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    if _prctl(PR_SET_DUMPABLE, value, 0, 0, 0) != 0:
+        raise OSError("prctl(PR_SET_DUMPABLE) failed")
 
 
 def _preload(argv: list) -> None:
@@ -114,6 +135,8 @@ def _wait_for_go() -> list:
             break
         chunks.append(chunk)
     os.close(3)
+    if _guarded:
+        _set_dumpable(1)
     fields = b"".join(chunks).split(b"\0")[:-1]
     if fields[:1] == [b"session"]:  # issue 13: become a session's kernel (kernel.py), keep state
         kernel = {"__name__": "__kernel__", "__file__": KERNEL_PATH, "__builtins__": __builtins__}
@@ -214,16 +237,8 @@ def _finish(status: int, streams: tuple) -> None:
 # runs a program; it answers the agent's JSON lines on fd 3 with JSON lines on fd 4: "attributes"
 # (its process attributes, compared by the agent after every run), "kill" (the sweep's kill(-1),
 # which spares the caller and init) and "fork" (a fresh runner on the FIFOs the agent made).
-PR_SET_DUMPABLE = 4
 # The runner's ends of the FIFOs, in the order the agent sends them (its fds 0 to 4).
 RUNNER_FIFO_FLAGS = (os.O_RDONLY, os.O_WRONLY, os.O_WRONLY, os.O_RDONLY, os.O_WRONLY)
-
-
-def _set_dumpable(value: int) -> None:
-    import ctypes
-
-    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, value, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
 
 
 def _agent_helpers() -> tuple:
@@ -316,7 +331,8 @@ def _fork_runner(request: dict, apply_attributes: object) -> int:
 def _become_runner(fds: list, request: dict, apply_attributes: object) -> None:
     """What an exec'd runner gets from the agent, done in the fork: stdio and control pipes on
     fds 0-4 and nothing else, a new session, the recorded attributes, cwd, environment, dumpable
-    again, fresh random seeds. Any failure ends it with 127 and the agent sees a dead runner."""
+    at its go, fresh random seeds. Any failure ends it with 127 and the agent sees a dead runner."""
+    global _guarded
     try:
         import resource
         import signal
@@ -331,7 +347,7 @@ def _become_runner(fds: list, request: dict, apply_attributes: object) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        _set_dumpable(1)
+        _guarded = True  # non-dumpable like the zygote until the go (see _set_dumpable)
         numpy_random = sys.modules.get("numpy.random")
         if numpy_random is not None:  # `random` reseeds itself at fork; numpy's global state not
             numpy_random.seed()

@@ -64,6 +64,10 @@ PROBE = {
 # for C, its build) in its working directory.
 FRESH = {
     "python": ["['fork server']", "['main.py']", "[]"],
+    # With pre-imports (test_bare_runner.py) these programs name no package and run in the bare
+    # runner: beside them the two fork servers and the idle runner with the pre-imports (a fork
+    # keeps its fork server's command line).
+    "python+numpy": ["['fork server', 'fork server', 'fork server']", "['main.py']", "[]"],
     "javascript": ['["parked runner"]', '["main.js"]', "[]"],
     "bash": ["", "main.sh", ""],
     "c": ["", "", "main main.c"],
@@ -138,7 +142,7 @@ LOOP = {
     "bash": "while :; do :; done",
     "c": "int main(void) { for (;;) {} }\n",
 }
-HOSTILE_LANGUAGES = ["python", "javascript", "bash", "c"]
+HOSTILE_LANGUAGES = ["python", "python+numpy", "javascript", "bash", "c"]
 
 
 @pytest.fixture(
@@ -150,10 +154,14 @@ def hostile_pool(
     request: pytest.FixtureRequest, docker_client: docker.DockerClient
 ) -> Iterator[ContainerPool]:
     name, mode = request.param
+    language, _, preload = name.partition("+")
     settings = sandbox_settings(
-        pool_mode=mode, pool_start_timeout_s=60.0, pool_acquire_timeout_s=60.0
+        pool_mode=mode,
+        pool_start_timeout_s=60.0,
+        pool_acquire_timeout_s=60.0,
+        sandbox_python_preload=preload,
     )
-    pool = ContainerPool(settings, docker_client, LANGUAGES[name])
+    pool = ContainerPool(settings, docker_client, LANGUAGES[language])
     pool.start()
     yield pool
     pool.shutdown()
@@ -171,7 +179,8 @@ def assert_fresh(pool: ContainerPool) -> None:
     lines = [line.strip() for line in result.stdout.split("\n")][:3]
     if lines[:1] == ["[]"] and pool.language.name == "javascript":
         lines[0] = '["parked runner"]'  # a container's first run: nothing is parked before it
-    assert lines == FRESH[pool.language.name]
+    preload = pool.settings.sandbox_python_preload if pool.language.name == "python" else ""
+    assert lines == FRESH[pool.language.name + (f"+{preload}" if preload else "")]
 
 
 def test_fresh_state_is_what_the_probe_expects(hostile_pool: ContainerPool) -> None:
