@@ -8,14 +8,14 @@ from typing import Annotated
 import structlog
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app.auth import repository
 from app.auth.models import Role, User
 from app.auth.permissions import Permission, has_permission
 from app.auth.security import TokenType, decode_token
-from app.core.deps import SessionDep, SettingsDep
+from app.core.deps import SettingsDep
 from app.core.errors import AuthenticationError, AuthorizationError
 from app.ratelimit.dependencies import limit_execution
 
@@ -31,7 +31,6 @@ oauth2_scheme = OAuth2PasswordBearer(
 
 async def get_current_user(
     request: Request,
-    session: SessionDep,
     settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> User:
@@ -39,7 +38,8 @@ async def get_current_user(
     if not token:
         raise AuthenticationError("not authenticated: send 'Authorization: Bearer <access token>'")
     claims = decode_token(token, settings=settings, expected_type=TokenType.ACCESS)
-    user = await run_in_threadpool(_load_user, session, claims.sub)
+    factory = request.app.state.session_factory
+    user = await run_in_threadpool(_load_user, factory, claims.sub)
     if user is None or not user.is_active:
         raise AuthenticationError("this account does not exist or is not active")
     # Bound here, in the request's own task, so the access log and every later log line see it.
@@ -48,13 +48,14 @@ async def get_current_user(
     return user
 
 
-def _load_user(session: Session, user_id: str) -> User | None:
-    """Read the user, then end the read transaction: the connection goes back to the pool at once
-    instead of staying checked out for the whole request (a run can last seconds, and the job it
-    stores needs a connection of its own)."""
-    user = repository.get_user(session, user_id)
-    session.commit()
-    return user
+def _load_user(session_factory: sessionmaker[Session], user_id: str) -> User | None:
+    """Read the user in a session of its own, opened and closed in one worker-thread hop: the
+    connection goes back to the pool at once instead of staying checked out for the whole request
+    (a run can last seconds, and the job it stores needs a connection of its own), and a route
+    that needs no session of its own (a run) opens none. The user comes back detached, its
+    columns loaded; a route that changes a user loads it in its own session."""
+    with session_factory() as session:
+        return repository.get_user(session, user_id)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

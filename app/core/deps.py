@@ -12,7 +12,9 @@ from app.core.config import Settings
 from app.core.db import session_scope
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
+    """Async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a hop that
+    costs every request a thread wake-up each way for a dictionary lookup."""
     return request.app.state.settings
 
 

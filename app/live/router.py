@@ -95,7 +95,6 @@ def events_ticket(
 async def events_reader(
     request: Request,
     job_id: uuid.UUID,
-    session: SessionDep,
     settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
     ticket: Annotated[
@@ -104,19 +103,18 @@ async def events_reader(
     ] = None,
 ) -> User:
     """The reader of a job's events: by ticket (EventSource) or by bearer token."""
-    return await _events_user(request, session, settings, token, ticket, _job_resource(job_id))
+    return await _events_user(request, settings, token, ticket, _job_resource(job_id))
 
 
 async def _events_user(
     request: Request,
-    session: Session,
     settings: Settings,
     token: str | None,
     ticket: str | None,
     resource: str,
 ) -> User:
     if ticket is None:
-        user = await get_current_user(request, session, settings, token)
+        user = await get_current_user(request, settings, token)
     else:
         user_id = tickets.verify(settings, ticket, resource=resource)
         user = await run_in_threadpool(_active_user, request.app.state.session_factory, user_id)
@@ -213,7 +211,6 @@ def submission_events_ticket(
 async def submission_events_reader(
     request: Request,
     submission_id: uuid.UUID,
-    session: SessionDep,
     settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
     ticket: Annotated[
@@ -226,7 +223,7 @@ async def submission_events_reader(
 ) -> User:
     """The reader of a submission's events: by ticket (EventSource) or by bearer token."""
     resource = _submission_resource(submission_id)
-    return await _events_user(request, session, settings, token, ticket, resource)
+    return await _events_user(request, settings, token, ticket, resource)
 
 
 def _submission_loader(session_factory: sessionmaker[Session], submission_id: str) -> sse.JobLoader:

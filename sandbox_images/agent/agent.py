@@ -261,11 +261,20 @@ class Agent:
             if kind not in self.kept_baselines and runner is not None:
                 baseline = protected_attributes(runner.pid)
                 if baseline is None:  # the kernel did not hide it: no runner waits beside a run
-                    self.language.bare_runner = None
-                    bare.kill()
-                    self.bare = None
+                    self._drop_bare()
                     return
                 self.kept_baselines[kind] = baseline
+
+    def _drop_bare(self) -> None:
+        """No bare runner in this container from now on: every run takes the other one."""
+        self.language.bare_runner = None
+        if self.bare is not None:
+            cleanup.idle_pids.discard(self.bare.pid)
+            self.bare.kill()
+            self.bare = None
+        if self.bare_server is not None and self.bare_server.zygote is not None:
+            self.bare_server.zygote.stop()
+        self.bare_server = cleanup.bare_server = None
 
     def _kept(self, runner: Runner | None, kind: str) -> Runner | None:
         """A ready runner that the last run did not take, if it is exactly as it was (alive, not
