@@ -290,17 +290,24 @@ class Agent:
         runner.kill()
         return None
 
+    def take_warm_runner(self) -> Runner | None:
+        """The runner with the pre-imports, for a session's kernel: from now on it is the
+        session's process, which sweeps and proofs no longer spare."""
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            cleanup.idle_pids.discard(runner.pid)
+        return runner
+
     def _take_runner(self, code: str) -> Runner:
         """The runner for this run: the bare one for a script that names no installed package,
         else the one with the pre-imports. The other stays ready and is checked at the reset."""
-        runner = self.runner
         bare = self.bare
         if bare is not None and not self.language.wants_packages(code) and bare.poll_exit() is None:
-            runner, self.bare = bare, None
-        else:
-            self.runner = None
+            self.bare = None
+            cleanup.idle_pids.discard(bare.pid)
+            return bare
+        runner = self.take_warm_runner()
         assert runner is not None
-        cleanup.idle_pids.discard(runner.pid)
         return runner
 
     def _unpark(self) -> Runner | None:

@@ -67,7 +67,7 @@ class Session:
             return f"{agent.language.name} has no session kernel"
         if not agent.runner_alive():
             agent.reset()
-        runner, agent.runner = agent.runner, None
+        runner = agent.take_warm_runner()
         if runner is None:
             return "no warm runner to become the kernel"
         self._go(runner)
@@ -94,7 +94,7 @@ class Session:
             shutil.rmtree(config, ignore_errors=True)  # runner that finds it there fails to start
         agent.spawn_runner()  # the agent's own path (a fork server's, where there is one)
         alive = agent.runner_alive()
-        runner, agent.runner = agent.runner, None
+        runner = agent.take_warm_runner()
         if runner is None or not alive:
             if runner is not None:
                 runner.close()

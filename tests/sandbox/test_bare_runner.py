@@ -15,6 +15,7 @@ import pytest
 
 from app.sandbox.languages import LANGUAGES
 from app.sandbox.pool import ContainerPool
+from app.sandbox.types import RunRequest
 from tests.sandbox.conftest import run, sandbox_settings
 
 pytestmark = pytest.mark.docker
@@ -144,3 +145,32 @@ def test_a_run_that_changes_the_idle_runner_leaves_the_run_that_takes_it_untouch
     assert hostile.stdout == "done\n", hostile.stderr
     after = _attributes(preloaded_pool, victim)
     assert after == before  # the agent saw the change and replaced that runner before this run
+
+
+# Every process a run in the bare runner sees beside it in a clean container: the two fork servers
+# and the idle runner with the pre-imports (a fork keeps its fork server's command line).
+WARM_ONLY = """
+import os
+def cmdline(p):
+    with open(f"/proc/{p}/cmdline", "rb") as handle:
+        return handle.read()
+others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid())]
+def who(p):
+    return "warm" if cmdline(p).endswith(b"--zygote\\0") else cmdline(p).decode()
+print(sorted(who(p) for p in others))
+"""
+
+
+def test_a_sessions_kernel_is_not_spared_as_an_idle_runner(preloaded_pool: ContainerPool):
+    # The kernel is made from the idle runner with the pre-imports; once it is the session's, the
+    # sweeps and the proof at the session's end must take it like any process of a run.
+    assert run(preloaded_pool, WARM_ONLY).stdout == "['warm', 'warm', 'warm']\n"
+    session = preloaded_pool.lend(max_file_bytes=1024, max_files=4)
+    try:
+        made = session.execute(RunRequest(code="import os\nkernel = os.getpid()\nprint(kernel)"))
+        assert made.run.exit_code == 0, made.run.stderr
+    finally:
+        session.close()
+    kernel = made.run.stdout.strip()
+    after = run(preloaded_pool, WARM_ONLY + f"print(os.path.exists('/proc/{kernel}'))")
+    assert after.stdout == "['warm', 'warm', 'warm']\nFalse\n", after.stderr
