@@ -9,12 +9,15 @@ connection (after warm-up runs, so the language has a warm container), twice: ba
 next request as soon as the answer is in, so a run may wait for the runner its container is
 still starting: node, a JVM, a forked Python) and paced (each request `--pause-ms` after the
 last answer, or 1.5 times the back-to-back p50 when that is longer, as a user at a keyboard
-sends them: the container had time to get warm again; a pause of 0 skips it). The load average
-is printed with each figure. Compiled measures change a comment in the source on every run, so
-each one really compiles; the cache measure repeats one source. The cold figure of each measure
-is the same program run through a pool of the same image that has nothing warm: container start,
-agent hello, run (and compile), measured in the same process run. A language the server does not
-list as available is reported as missing, never faked. Writes
+sends them: the container had time to get warm again; a pause of 0 skips it). Before the timed
+runs of each, ten untimed ones, then a wait until the machine's cores are under 20 % busy over a
+second (the service starts a container per language at start-up, the JVM warms its compiler for
+seconds, and a pool grows under back-to-back requests: none of that is the measure). The load
+average is printed with each figure. Compiled measures change a comment in the source on every
+run, so each one really compiles; the cache measure repeats one source. The cold figure of each
+measure is the same program run through a pool of the same image that has nothing warm:
+container start, agent hello, run (and compile), measured in the same process run. A language
+the server does not list as available is reported as missing, never faked. Writes
 load_tests/results/bench_languages-*.json.
 """
 
@@ -38,7 +41,14 @@ from app.sandbox.languages import LANGUAGES
 from app.sandbox.pool import ContainerPool
 from app.sandbox.types import RunRequest
 from load_tests.bench_api import ADMIN, free_port, service_env, start_service
-from load_tests.benchlib import machine, summary_ms, write_result
+from load_tests.benchlib import (
+    machine,
+    steal_jiffies,
+    steal_percent,
+    summary_ms,
+    wait_quiet,
+    write_result,
+)
 
 PANDAS = """import numpy as np
 import pandas as pd
@@ -59,6 +69,9 @@ HELLO: dict[str, str] = {
     ),
 }
 COMMENT = {"python": "#", "bash": "#"}  # every other language here takes //
+# Runs before each measure, not timed: the language gets as many containers as back-to-back
+# requests make the pool start; then the machine must be quiet before the timed runs begin.
+WARM_UPS = 10
 
 
 @dataclass(frozen=True)
@@ -120,8 +133,10 @@ def _execute(client: httpx.Client, language: str, code: str, expect: str) -> dic
 def measure_warm(
     client: httpx.Client, measure: Measure, runs: int, pause_s: float = 0.0
 ) -> dict[str, Any]:
-    for n in range(3):  # warm-up: the language gets a container, the page cache its files
+    for n in range(WARM_UPS):  # the language gets its containers, the page cache its files
         _execute(client, measure.language, measure.source(-1 - n), measure.expect)
+    waited_s = wait_quiet()  # containers the warm-up started (or the budget moved) are ready
+    steal_before = steal_jiffies()
     latencies = []
     compile_times = []
     first = 1000 if pause_s else 0  # paced runs compile sources of their own, not cached ones
@@ -134,6 +149,8 @@ def measure_warm(
             compile_times.append(float(body["compile"]["time"]))
     result = summary_ms(latencies)
     result["load_average_1m"] = round(os.getloadavg()[0], 2)
+    result["waited_for_quiet_s"] = waited_s
+    result["steal_percent"] = steal_percent(steal_before, steal_jiffies())
     if compile_times:
         result["compile_p50_ms"] = summary_ms(compile_times)["p50_ms"]
     return result
@@ -233,10 +250,11 @@ def print_table(report: dict[str, Any], path: Path) -> None:
         if "compile_p50_ms" in paced:
             extra += f" (paced {paced['compile_p50_ms']} ms)"
         paced_text = f"{paced['p50_ms']:7.1f}ms ({paced['load_average_1m']:>4})" if paced else ""
+        steal = f"steal {warm.get('steal_percent', 0)}/{paced.get('steal_percent', 0)} %"
         print(
             f"  {row['measure']:44} {warm['p50_ms']:7.1f}ms ({warm['load_average_1m']:>4})"
             f" {paced_text:>16} {row['target_ms']:>6g}ms"
-            f" {cold['p50_ms']:8.1f}ms {row['speedup']:>5}x  {verdict}{extra}"
+            f" {cold['p50_ms']:8.1f}ms {row['speedup']:>5}x  {verdict}  {steal}{extra}"
         )
     print(f"  written to {path}")
 

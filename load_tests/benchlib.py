@@ -53,6 +53,39 @@ def cold_run_s(client: docker.DockerClient, image: str, limits: SandboxLimits, c
     return elapsed
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def steal_jiffies() -> tuple[int, int]:
+    """(steal, total) jiffies since boot: the time the hypervisor gave this VM's cores to others."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    return fields[7], sum(fields)
+
+
+def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    return round(100 * (after[0] - before[0]) / max(after[1] - before[1], 1), 1)
+
+
+def wait_quiet(busy_below: float = 0.2, window_s: float = 1.0, limit_s: float = 90.0) -> float:
+    """Wait until the machine's cores were less than `busy_below` busy over a whole `window_s`
+    (containers a pool is still starting, a JVM warming its compiler: nothing of the measure),
+    at most `limit_s`; returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        busy, total = _cpu_times()
+        time.sleep(window_s)
+        busy_after, total_after = _cpu_times()
+        if (busy_after - busy) < busy_below * max(total_after - total, 1):
+            break
+    return round(time.monotonic() - started, 1)
+
+
 def machine() -> dict[str, Any]:
     return {
         "cores": os.cpu_count(),
