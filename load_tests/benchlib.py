@@ -53,18 +53,22 @@ def cold_run_s(client: docker.DockerClient, image: str, limits: SandboxLimits, c
     return elapsed
 
 
-def _cpu_times() -> tuple[int, int]:
-    """(busy, total) jiffies of all cores since boot, from /proc/stat."""
+def _cpu_jiffies() -> list[int]:
+    """The all-cores line of /proc/stat: user, nice, system, idle, iowait, irq, softirq, steal..."""
     with open("/proc/stat") as stat:
-        fields = [int(value) for value in stat.readline().split()[1:]]
+        return [int(value) for value in stat.readline().split()[1:]]
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot."""
+    fields = _cpu_jiffies()
     idle = fields[3] + fields[4]  # idle + iowait
     return sum(fields) - idle, sum(fields)
 
 
 def steal_jiffies() -> tuple[int, int]:
     """(steal, total) jiffies since boot: the time the hypervisor gave this VM's cores to others."""
-    with open("/proc/stat") as stat:
-        fields = [int(value) for value in stat.readline().split()[1:]]
+    fields = _cpu_jiffies()
     return fields[7], sum(fields)
 
 

@@ -356,8 +356,7 @@ class Agent:
         elif kind in (protocol.CANCEL, protocol.STDIN):
             pass  # the run it meant has already ended: nothing to stop or feed, nothing to answer
         elif kind == protocol.CHECK:
-            runner_pid = self.runner.pid if self.runner is not None else 0
-            problems = leftovers(self.attributes, thorough=True, runner_pid=runner_pid)
+            problems = leftovers(self.attributes, thorough=True)
             for server in (self.fork_server, self.bare_server):
                 if server is not None:
                     problems += server.problems()

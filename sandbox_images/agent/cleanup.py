@@ -382,11 +382,11 @@ def remove_message_queues() -> None:
                 os.unlink(os.path.join(MQUEUE_DIR, name))
 
 
-def leftovers(recorded: dict, *, thorough: bool = False, runner_pid: int = 0) -> list[str]:
+def leftovers(recorded: dict, *, thorough: bool = False) -> list[str]:
     """Everything that would let one run reach the next; empty means provably clean.
 
-    `runner_pid` is the idle runner the agent itself started after the last proof, which a
-    health check made while the container waits must not count as a leftover.
+    The idle runners the agent started after the last proof (`idle_pids`) are not leftovers:
+    a health check made while the container waits spares them as a sweep does.
     """
     problems = []
     changed = changed_attributes(recorded)
@@ -395,7 +395,7 @@ def leftovers(recorded: dict, *, thorough: bool = False, runner_pid: int = 0) ->
     sockets = sockets_left(recorded["sockets"], thorough=thorough)
     if sockets:
         problems.append(f"sockets left: {sockets}")
-    pids = [pid for pid in other_pids() if pid != runner_pid]
+    pids = other_pids()
     if pids:
         problems.append(f"processes alive: {pids[:10]}")
     for path in SCRATCHES:
