@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from app.code.schemas import ExecutionResult
 from app.code.slots import SyncRunSlots
 from app.core.config import Settings
-from app.core.db import utcnow
+from app.core.db import interactive_writes, utcnow
 from app.core.errors import AppError
 from app.jobs import repository
 from app.jobs.results import failure_values, new_job, outcome_values, run_request_for
@@ -21,6 +21,7 @@ from app.jobs.shares import RunShares, off_loop, take_share
 from app.jobs.spec import RunBody, RunSpec, resolve_run
 
 if TYPE_CHECKING:
+    from app.jobs.models import Job
     from app.observability.metrics import Metrics
     from app.sandbox.manager import SandboxManager
 
@@ -72,16 +73,25 @@ def _run_and_store(runs: SyncRuns, *, user_id: str, spec: RunSpec) -> ExecutionR
         values = outcome_values(runs.manager.run(request, user_id=user_id))
     except AppError as exc:
         error, values = exc, failure_values(exc.message)
+    store_run(runs, job, values)
+    if error is not None:
+        raise error
+    return ExecutionResult.from_job(job)
+
+
+def store_run(runs: SyncRuns, job: Job, values: dict[str, Any]) -> None:
+    """Store a finished run (a synchronous or live one: somebody waits for it) as a job in one
+    commit, ahead of background writers (`interactive_writes`), and count it."""
     for name, value in values.items():
         setattr(job, name, value)
     job.finished_at = utcnow()
-    with runs.session_factory() as session:
+    with interactive_writes(), runs.session_factory() as session:
         repository.add(session, job)
         session.commit()
     if runs.metrics is not None:
         runs.metrics.observe_run(
-            language=job.language, mode="sync", outcome=job.status, duration_s=job.execution_time_s
+            language=job.language,
+            mode=job.mode,
+            outcome=job.status,
+            duration_s=job.execution_time_s,
         )
-    if error is not None:
-        raise error
-    return ExecutionResult.from_job(job)

@@ -13,11 +13,9 @@ from typing import Any
 
 from app.auth.models import new_id
 from app.code.schemas import ExecutionResult
-from app.code.service import SyncRuns
-from app.core.db import utcnow
+from app.code.service import SyncRuns, store_run
 from app.core.errors import AppError, error_body
 from app.events.log import EventLog
-from app.jobs import repository
 from app.jobs.results import failure_values, new_job, outcome_values, run_request_for
 from app.jobs.spec import RunSpec
 
@@ -56,16 +54,7 @@ def run_and_store(
         values = outcome_values(runs.manager.run(request, user_id=user_id, on_output=on_output))
     except AppError as exc:
         error, values = exc, failure_values(exc.message)
-    for name, value in values.items():
-        setattr(job, name, value)
-    job.finished_at = utcnow()
-    with runs.session_factory() as session:
-        repository.add(session, job)
-        session.commit()
-    if runs.metrics is not None:
-        runs.metrics.observe_run(
-            language=job.language, mode=MODE, outcome=job.status, duration_s=job.execution_time_s
-        )
+    store_run(runs, job, values)
     if error is not None:
         raise error
     result = ExecutionResult.from_job(job)

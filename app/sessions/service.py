@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.models import Role, User, new_id
 from app.core.config import Settings
-from app.core.db import session_scope
+from app.core.db import interactive_writes, session_scope
 from app.core.errors import (
     AppError,
     NotFoundError,
@@ -458,7 +458,7 @@ class SessionService:
         """One unit of work in a thread, committed before the caller answers."""
 
         def unit() -> T:
-            with unit_of_work(self.session_factory) as db:
+            with interactive_writes(), unit_of_work(self.session_factory) as db:
                 return operation(db, *args, **kwargs)
 
         return await anyio.to_thread.run_sync(unit)
