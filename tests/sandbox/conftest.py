@@ -117,6 +117,16 @@ def shared_pool(
     pool.shutdown()
 
 
+@pytest.fixture(scope="module")
+def javascript_pool(docker_client: docker.DockerClient) -> Iterator[ContainerPool]:
+    """One JavaScript pool (a parked node runner after its first run) for a module."""
+    settings = sandbox_settings(pool_start_timeout_s=60.0, pool_acquire_timeout_s=60.0)
+    pool = ContainerPool(settings, docker_client, LANGUAGES["javascript"])
+    pool.start()
+    yield pool
+    pool.shutdown()
+
+
 def run(pool: ContainerPool, code: str, **kwargs: Any) -> RunResult:
     kwargs.setdefault("timeout_s", 5.0)
     return pool.run(RunRequest(code=code, **kwargs))

@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
-import docker
 import pytest
 
-from app.sandbox.languages import LANGUAGES
 from app.sandbox.pool import ContainerPool
 from app.sandbox.types import RunRequest, RunResult
-from tests.sandbox.conftest import sandbox_settings
 
 # The parked runner: a child of the agent (PID 1) started from the runner's snapshot.
 FIND_PARKED = (
@@ -51,15 +47,6 @@ FRESH_VIEW = (
     "console.log(JSON.stringify({ nice: require('os').getPriority(), "
     "argv: process.argv.slice(1), execArgv: process.execArgv }));"
 )
-
-
-@pytest.fixture(scope="module")
-def javascript_pool(docker_client: docker.DockerClient) -> Iterator[ContainerPool]:
-    settings = sandbox_settings(pool_start_timeout_s=60.0, pool_acquire_timeout_s=60.0)
-    pool = ContainerPool(settings, docker_client, LANGUAGES["javascript"])
-    pool.start()
-    yield pool
-    pool.shutdown()
 
 
 def run(pool: ContainerPool, code: str) -> RunResult:

@@ -6,16 +6,12 @@ way, 'exit' and 'beforeExit' listeners, errors after the main module, workers, o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import docker
 import pytest
 
 from app.sandbox.engine import SANDBOX_USER
-from app.sandbox.languages import LANGUAGES
-from app.sandbox.pool import ContainerPool
 from app.sandbox.types import RunRequest
-from tests.sandbox.conftest import run, sandbox_settings
+from tests.sandbox.conftest import run
 
 pytestmark = pytest.mark.docker
 
@@ -117,15 +113,6 @@ NODE_ENDINGS = {
         "worker.on('exit', () => console.log('worker done'));"
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def javascript_pool(docker_client: docker.DockerClient) -> Iterator[ContainerPool]:
-    settings = sandbox_settings(pool_start_timeout_s=60.0, pool_acquire_timeout_s=60.0)
-    pool = ContainerPool(settings, docker_client, LANGUAGES["javascript"])
-    pool.start()
-    yield pool
-    pool.shutdown()
 
 
 @pytest.mark.parametrize("name", sorted(NODE_ENDINGS))
