@@ -158,19 +158,44 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+SIGN_IN_TRIES = 5
+SIGN_IN_RETRY_MAX_S = 4.0  # under uvicorn's 5 s keep-alive: the connection is still there
+
+
 def login(client: Any, username: str, password: str, *, name: str) -> str | None:
-    """Sign in with JSON credentials; the access token, or None (already marked as a failure)."""
-    with client.post(
-        f"{API}/auth/login",
-        json={"username": username, "password": password},
-        name=name,
-        catch_response=True,
-    ) as response:
-        body = json_or_none(response)
-        if response.status_code != 200 or not body or "access_token" not in body:
-            fail_unexpected_status(response)
-            return None
-        return str(body["access_token"])
+    """Sign in with JSON credentials; the access token, or None (already marked as a failure).
+
+    A 503 with Retry-After is the service's answer to more sign-ins at once than its password
+    hashing line holds (a class signing in together): a client waits as it says (at most 4 s) and
+    tries again, up to SIGN_IN_TRIES times; each such answer is counted (`http_503_retried`), not
+    a failure, unless the last try gets one too. A retry whose kept-alive connection was closed
+    meanwhile is tried once more on a new one (`no_response_retried`)."""
+    for attempt in range(1, SIGN_IN_TRIES + 1):
+        with client.post(
+            f"{API}/auth/login",
+            json={"username": username, "password": password},
+            name=name,
+            catch_response=True,
+        ) as response:
+            body = json_or_none(response)
+            retry_after = response.headers.get("Retry-After", "")
+            if response.status_code == 503 and retry_after.isdigit() and attempt < SIGN_IN_TRIES:
+                OUTCOMES.count(name, "http_503_retried")
+                response.success()
+                wait_s = min(float(retry_after), SIGN_IN_RETRY_MAX_S)
+            elif response.status_code == 0 and attempt > 1 and attempt < SIGN_IN_TRIES:
+                # The kept-alive connection closed while we waited (uvicorn closes idle ones
+                # after 5 s): a new one is opened for the next try.
+                OUTCOMES.count(name, "no_response_retried")
+                response.success()
+                wait_s = 0.0
+            elif response.status_code != 200 or not body or "access_token" not in body:
+                fail_unexpected_status(response)
+                return None
+            else:
+                return str(body["access_token"])
+        time.sleep(wait_s)
+    return None
 
 
 def register_and_login(client: Any) -> str | None:
