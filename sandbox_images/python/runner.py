@@ -108,10 +108,8 @@ def _warm_up(names: list) -> None:
 
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-PRESENT, EXCLUSIVE = (
-    1 << 63,
-    1 << 56,
-)  # /proc/PID/pagemap: page present, mapped by this process only
+# Bits of a /proc/PID/pagemap entry: the page is present; it is mapped by this process only.
+PRESENT, EXCLUSIVE = 1 << 63, 1 << 56
 
 
 def _private_writable_ranges() -> list:
@@ -126,7 +124,7 @@ def _private_writable_ranges() -> list:
 
 
 def _page_flags(ranges: list) -> dict:
-    """Page address -> (present, exclusive) for every present page of `ranges`."""
+    """Page address -> whether this process alone maps it, for every present page of `ranges`."""
     import struct
 
     flags = {}

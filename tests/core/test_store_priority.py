@@ -6,8 +6,6 @@ must be the first write to land (every background write sees it)."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
 from app.core.db import sqlite_write_queue
+from tests.core.test_sqlite_write_queue import start, wait_until
 from tests.jobs.helpers import app_settings, headers_for, running_app
 
 pytestmark = pytest.mark.docker
@@ -24,13 +23,6 @@ pytestmark = pytest.mark.docker
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     with running_app(app_settings(tmp_path_factory.mktemp("priority"))) as test_client:
         yield test_client
-
-
-def wait_until(condition, limit_s: float = 20.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        assert time.monotonic() < deadline, "never happened"
-        time.sleep(0.005)
 
 
 def test_a_sync_runs_job_lands_before_queued_background_writes(client: TestClient) -> None:
@@ -51,17 +43,16 @@ def test_a_sync_runs_job_lands_before_queued_background_writes(client: TestClien
     holder.execute(insert, {"who": -1})
     threads = []
     for who in range(3):
-        threads.append(threading.Thread(target=background, args=(who,)))
-        threads[-1].start()
+        threads.append(start(lambda who=who: background(who)))
         wait_until(lambda count=who + 1: queue.waiting == count)
     answers: list = []
-    run = threading.Thread(
-        target=lambda: answers.append(
+    run = start(
+        lambda: answers.append(
             client.post("/api/v1/code/execute", json={"code": "print('hello')"}, headers=user)
         )
     )
-    run.start()
-    wait_until(lambda: queue.waiting == 4)  # the run happened; its job waits behind the three
+    # the run happened; its job waits behind the three
+    wait_until(lambda: queue.waiting == 4, limit_s=20.0)
     holder.commit()
     holder.close()
     for thread in [*threads, run]:
