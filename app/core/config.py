@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     pool_acquire_timeout_s: float = Field(default=5.0, ge=0)
     pool_max_runs_per_container: int = Field(default=200, ge=1)
     pool_start_timeout_s: float = Field(default=20.0, gt=0)
+    # After a run somebody waits for, a language that parks (javascript, typescript, java) starts
+    # the runner for the run after next once this has passed or the container's next frame came,
+    # not while the answer is on its way out (0: at once, as after a queued job's run).
+    pool_park_delay_ms: int = Field(default=60, ge=0, le=200)
     build_cache_max_mb: int = Field(default=64, ge=0)
     build_cache_shared: bool = False
 

@@ -44,6 +44,8 @@ def run_request_for(settings: Settings, job: Job) -> RunRequest:
         run_id=job.id,
         args=load_args(job.args),
         files=load_files(job.files),
+        # A synchronous or live run: its caller waits for the answer (queued jobs: nobody does).
+        park_delay_ms=settings.pool_park_delay_ms if job.mode != "async" else 0,
     )
 
 

@@ -439,6 +439,7 @@ def _run_frame(request: RunRequest) -> dict[str, Any]:
         "build": base64.b64encode(request.build).decode() if request.build else None,
         "stream": request.stream,
         "interactive": request.interactive,
+        "park_delay_ms": request.park_delay_ms,
     }
 
 

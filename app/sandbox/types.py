@@ -41,6 +41,11 @@ class RunRequest:
     # `interactive` keeps the program's stdin open for send_stdin after `stdin` (until eof).
     stream: bool = False
     interactive: bool = False
+    # A caller waits for this run's answer (a synchronous or live run): a container whose
+    # language parks (node, the JVM) starts the runner for the run after next this long after
+    # the run, or at its next frame, so that runtime's start does not share the cores with the
+    # answer on its way out (POOL_PARK_DELAY_MS).
+    park_delay_ms: int = 0
 
 
 @dataclass(frozen=True)

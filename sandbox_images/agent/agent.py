@@ -92,6 +92,12 @@ class Channel:
     def next_frame(self) -> dict | None:
         return self.decoder.next_frame()
 
+    def wait(self, timeout_s: float) -> None:
+        """Until a frame is here (or the channel closed), at most `timeout_s` seconds."""
+        if self.decoder.pending() or self.closed:
+            return
+        select.select([0], [], [], timeout_s)
+
     def receive(self) -> dict | None:
         """Block until a whole frame arrives; None when the pool closed the channel."""
         while True:
@@ -227,7 +233,11 @@ class Agent:
             self.bare_server = ForkServer(language.spec(language.bare_runner), self.attributes)
             cleanup.bare_server = self.bare_server
 
-    def spawn_runner(self) -> None:
+    def spawn_runner(self, park_after_s: float = 0.0) -> None:
+        """The next run's runner, ready; where the language parks, the one after it is started
+        too: at once, or (`park_after_s`) once the next frame came or that long has passed, so a
+        runtime's start (node's, a JVM's: tens of milliseconds of CPU) does not share the cores
+        with the answer of the run just ended, still on its way through the host."""
         if not self.language.runner:
             return
         runner = self._kept(self.runner, "runner") or self._unpark()  # ready already
@@ -243,6 +253,8 @@ class Agent:
             self._spawn_bare()
         cleanup.idle_pids = {idle.pid for idle in (self.runner, self.bare) if idle is not None}
         if self.language.parks:
+            if park_after_s > 0:
+                self.channel.wait(park_after_s)
             self._park(runner)
 
     def _spawn_bare(self) -> None:
@@ -379,7 +391,7 @@ class Agent:
     def run(self, request: dict) -> None:
         result = self.run_case(request)
         self.channel.send(result)
-        self.reset(report=True)
+        self.reset(report=True, park_after_s=_park_delay_s(request))
 
     def run_case(self, request: dict) -> dict:
         """Run one program (a RUN, or one case of a GRADE) to its RESULT frame, without the reset
@@ -534,8 +546,9 @@ class Agent:
         else:
             result["exit_code"] = compile_exit
 
-    def reset(self, report: bool = False) -> None:
-        """Bring the container back to its clean state, prove it, then pre-spawn the next runner."""
+    def reset(self, report: bool = False, park_after_s: float = 0.0) -> None:
+        """Bring the container back to its clean state, prove it, then pre-spawn the next runner
+        (and park one, `park_after_s`: see spawn_runner)."""
         started = time.monotonic()
         if self.runner is not None and self.runner.pid not in cleanup.idle_pids:
             self.runner.close()  # used (or swept): the sweep below ends it
@@ -555,7 +568,18 @@ class Agent:
                 }
             )
         if not problems:
-            self.spawn_runner()
+            self.spawn_runner(park_after_s=park_after_s)
+
+
+def _park_delay_s(request: dict) -> float:
+    """A RUN's `park_delay_ms`, bounded: at most PARK_DELAY_MAX_MS, 0 when unusable."""
+    try:
+        delay_ms = float(request.get("park_delay_ms") or 0)
+    except (TypeError, ValueError):
+        return 0.0
+    if not delay_ms > 0:  # also NaN
+        return 0.0
+    return min(delay_ms, protocol.PARK_DELAY_MAX_MS) / 1000
 
 
 def read_sources_hash() -> str:

@@ -98,6 +98,8 @@ GRADE_MAX_CASES = 1024
 SCRATCH = "/tmp"
 EXEC_SCRATCH = "/exec"
 SCRATCHES = (SCRATCH, EXEC_SCRATCH)
+# The longest a RUN's park_delay_ms may hold a parked runner's start back.
+PARK_DELAY_MAX_MS = 200
 # A build archive (tar of a compile's outputs) larger than this is not returned to the pool.
 BUILD_MAX_BYTES = 8 * 1024 * 1024
 
@@ -105,7 +107,8 @@ BUILD_MAX_BYTES = 8 * 1024 * 1024
 # sources the image was built from, sandbox_images/build.py:sources_hash; the pool refuses another).
 # RUN frame fields: id, code, stdin, timeout_s, output_limit, args (list of str), files (list of
 # {name, content: base64}), compile_timeout_s, build (base64 tar or null), stream (bool),
-# interactive (bool).
+# interactive (bool), park_delay_ms (number, optional: a language that parks starts the runner for
+# the run after next that long after the RESET, at most PARK_DELAY_MAX_MS, or at the next frame).
 # OUTPUT frame fields: id, stream ("stdout" | "stderr"), data (text). STDIN: id, data, eof.
 # RESULT frame fields: id, stdout, stderr, exit_code, duration_s, timed_out, cancelled,
 # memory_exceeded, output_truncated, runner_age_ms, compile ({output, exit_code, duration_s,
@@ -143,6 +146,10 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
+
+    def pending(self) -> bool:
+        """Bytes of a frame (whole or not) are here."""
+        return bool(self._buffer)
 
     def next_frame(self) -> dict | None:
         """The next whole frame, or None until more bytes arrive.

@@ -84,3 +84,70 @@ def test_tampering_with_the_parked_runner_costs_only_speed(javascript_pool: Cont
     assert json.loads(after.stdout) == {"nice": 0, "argv": ["/tmp/main.js"], "execArgv": []}
     stats = javascript_pool.stats()
     assert stats["reset_failures"] == 0  # refusing a parked runner is no container failure
+
+
+# The parked runner's age in milliseconds, from its start time in /proc (clock ticks since boot).
+PARKED_AGE_MS = FIND_PARKED + (
+    "const ticks = Number(fs.readFileSync(`/proc/${parked[0]}/stat`, 'utf8')\n"
+    "  .split(') ')[1].split(' ')[19]);\n"
+    "const uptime = Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);\n"
+    "console.log(JSON.stringify({ parked: parked.length, age_ms: uptime * 1000 - ticks * 10 }));\n"
+)
+
+
+def parked_age_after(pool: ContainerPool, park_delay_ms: int, pause_s: float) -> float:
+    """Run hello with `park_delay_ms`, wait `pause_s`, and return how old the parked runner is
+    when the next run looks at it."""
+    wait_parked(pool)
+    time.sleep(0.5)  # the parked runner ready: the run's reset takes it without waiting
+    first = pool.run(
+        RunRequest(
+            code="console.log('hi')",
+            language="javascript",
+            park_delay_ms=park_delay_ms,
+        )
+    )
+    assert first.stdout == "hi\n"
+    time.sleep(pause_s)
+    seen = run(pool, PARKED_AGE_MS)
+    assert seen.exit_code == 0, seen.stderr
+    report = json.loads(seen.stdout)
+    assert report["parked"] == 1
+    return float(report["age_ms"])
+
+
+def test_a_waited_for_run_parks_the_next_runner_at_the_next_frame(
+    javascript_pool: ContainerPool,
+) -> None:
+    """With a park delay, the runtime for the run after next starts when the next frame comes
+    (here the next run, 150 ms later), not while the run's answer is on its way out."""
+    age_ms = parked_age_after(javascript_pool, park_delay_ms=200, pause_s=0.15)
+    assert age_ms < 80  # parked at once after the run it would be 150 ms old or more
+
+
+def test_a_park_delay_ends_on_its_own(javascript_pool: ContainerPool) -> None:
+    """No frame comes: the runner is parked once the delay has passed, not later, not at once."""
+    age_ms = parked_age_after(javascript_pool, park_delay_ms=200, pause_s=1.0)
+    assert 650 < age_ms < 930  # started about 200 ms after the run, 1,000 ms before the look
+
+
+def test_without_a_park_delay_the_runner_parks_at_once(javascript_pool: ContainerPool) -> None:
+    age_ms = parked_age_after(javascript_pool, park_delay_ms=0, pause_s=0.3)
+    assert age_ms > 250
+
+
+@pytest.mark.parametrize("delay", [10**9, -5, "soon", None, float("nan")])
+def test_a_hostile_park_delay_is_bounded_or_ignored(
+    javascript_pool: ContainerPool, delay: object
+) -> None:
+    """The agent takes at most PARK_DELAY_MAX_MS (200 ms) of any value, and 0 of a nonsense one:
+    the container serves on, and a runner is parked within that bound."""
+    first = javascript_pool.run(
+        RunRequest(code="console.log(1)", language="javascript", park_delay_ms=delay)  # type: ignore[arg-type]
+    )
+    assert first.stdout == "1\n"
+    time.sleep(0.6)  # past the bound: parked by now whatever the value
+    seen = run(javascript_pool, PARKED_AGE_MS)
+    report = json.loads(seen.stdout)
+    assert report["parked"] == 1, seen.stderr
+    assert report["age_ms"] > 250  # parked on its own, not held until this run's frame
