@@ -514,4 +514,5 @@ def _result_from(frame: dict[str, Any]) -> RunResult:
         compile=_compile_from(frame),
         usage=_usage_from(frame),
         build=_build_from(frame),
+        exit_noticed=bool(frame.get("exit_noticed")),
     )

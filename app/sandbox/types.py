@@ -85,6 +85,9 @@ class RunResult:
     usage: Usage | None = None
     # The build a successful, uncached compile produced (a tar archive), for the build cache.
     build: bytes | None = None
+    # The runner's exit notice ended the run: the answer left before the kernel had torn the
+    # runner down (sandbox_images/agent/protocol.py, EXIT_NOTICES). Not part of the API's answer.
+    exit_noticed: bool = False
 
     @property
     def success(self) -> bool:

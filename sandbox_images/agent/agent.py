@@ -49,6 +49,7 @@ import session
 from cleanup import clean_container, leftovers, process_attributes, socket_counters
 from execution import (
     Execution,
+    ExitNotices,
     Runner,
     cpu_ms,
     parked_problems,
@@ -159,6 +160,8 @@ class Language:
             self.packages = installed_packages()
         # A runner with a long start-up whose next copy is started ahead and parked (execution.py).
         self.parks = bool(descriptor.get("parked") and self.runner)
+        # A runner that says when it ends (protocol.EXIT_NOTICES): its go carries a token.
+        self.exit_notice = bool(descriptor.get("exit_notice") and self.runner)
         self.build_outputs = list(descriptor.get("build_outputs", []))
         self.workdir = protocol.EXEC_SCRATCH if self.compile else protocol.SCRATCH
         self.env = {**RUN_ENV, **descriptor.get("env", {})}
@@ -224,6 +227,7 @@ class Agent:
         self.kept_baselines: dict[str, dict] = {}
         self.kept_refused = 0
         self.bare_server: ForkServer | None = None
+        self.notices = ExitNotices() if language.exit_notice else None
         if language.fork_server:
             self.fork_server = ForkServer(language.spec(language.runner or []), self.attributes)
             cleanup.fork_server = self.fork_server  # sweeps spare it and let it kill the others
@@ -481,6 +485,8 @@ class Agent:
             runner_age_ms = (time.monotonic() - runner.spawned_at) * 1000
         cpu_before = children_cpu_ms() + cpu_ms(runner.pid)  # the runner's idle start-up
         cleanup.reaped_peak_kb = 0
+        notices = self.notices if not self.language.run else None
+        token = notices.token() if notices is not None else ""
         execution = Execution(
             runner,
             self.channel,
@@ -494,9 +500,12 @@ class Agent:
             ),
             stream=bool(request.get("stream")),
             interactive=bool(request.get("interactive")),
+            notices=notices,
+            token=token,
         )
+        mode = "cached" if cached else "run"
         try:
-            execution.start(["cached" if cached else "run", *args])
+            execution.start([mode, token, *args] if notices is not None else [mode, *args])
             duration = execution.wait()
         finally:
             runner.close()
@@ -509,8 +518,9 @@ class Agent:
             cancelled=execution.cancelled,
             output_truncated=execution.stdout.truncated or execution.stderr.truncated,
             runner_age_ms=runner_age_ms,
+            exit_noticed=execution.noticed,
             usage={
-                "cpu_time_ms": max(0.0, children_cpu_ms() - cpu_before),
+                "cpu_time_ms": max(0.0, children_cpu_ms() + runner.cpu_at_notice_ms - cpu_before),
                 "wall_time_ms": duration * 1000,
                 "peak_memory_kb": max(runner.peak_kb, cleanup.reaped_peak_kb),
             },
@@ -554,6 +564,8 @@ class Agent:
             self.runner.close()  # used (or swept): the sweep below ends it
             self.runner = None
         problems = clean_container(self.attributes)
+        if self.notices is not None:  # nothing is left that could write to it
+            self.notices.drain()
         self.ready = not problems
         if report:
             # Reported as soon as it is proven: the pool's hand-off and the caller's next request

@@ -71,10 +71,34 @@ def reap() -> dict[int, int]:
         reaped_peak_kb = max(reaped_peak_kb, usage.ru_maxrss)
 
 
+# Runners killed on their exit notice (execution.Runner.end_on_notice) whose teardown the answer
+# did not wait for: the sweep waits for them first, so that finding them still alive does not make
+# it kill the idle runners beside the run.
+dying_pids: set[int] = set()
+
+
+def _wait_for_dying(deadline: float) -> None:
+    global reaped_peak_kb
+    while dying_pids and time.monotonic() < deadline:
+        for pid in list(dying_pids):
+            try:
+                done, _, usage = os.wait4(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, usage = pid, None
+            if done == pid:
+                dying_pids.discard(pid)
+                if usage is not None:
+                    reaped_peak_kb = max(reaped_peak_kb, usage.ru_maxrss)
+        if dying_pids:
+            time.sleep(0.0005)
+    dying_pids.clear()  # one that outlived the deadline is the kill(-1) below's
+
+
 def sweep_processes() -> bool:
     """Kill every process but this one until none is left; False if some survived the deadline."""
     global parked_pid
     deadline = time.monotonic() + SWEEP_DEADLINE_S
+    _wait_for_dying(deadline)
     reap()
     if not other_pids():  # nothing alive that could fork: the run's own sweep already did it
         return True

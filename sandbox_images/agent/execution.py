@@ -16,12 +16,14 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import select
 import signal
+import stat
 import time
 
 import protocol
-from cleanup import apply_attributes, sweep_processes
+from cleanup import apply_attributes, dying_pids, other_pids, sweep_processes
 
 KILL_GRACE_S = 0.2
 READY = b"R"  # what a warm runner writes on fd 3 once it is ready for the go
@@ -68,22 +70,101 @@ def _exec_child(spec: dict, attributes: dict, fds: tuple[int, ...]) -> None:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command's name: [0] is the state, [8] cminflt,
+    [11] utime, [12] stime, [13] cutime, [14] cstime (proc(5) numbers them from 3)."""
+    with open(f"/proc/{pid}/stat") as stat_file:
+        return stat_file.read().rpartition(")")[2].split()
+
+
 def cpu_ms(pid: int) -> float:
-    """CPU time `pid` has used so far, all its threads (not its children), 0 when unknown."""
+    """CPU time `pid` has used so far, all its threads (not its children), 0 when unknown.
+
+    The kernel shows a process's total only in clock ticks (10 ms); each live thread's in
+    nanoseconds (schedstat). The larger of the two sums: exact unless a thread has exited."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) * 1000 / CLOCK_TICKS  # utime, stime
+        fields = proc_stat(pid)
+        ticks = (int(fields[11]) + int(fields[12])) * 1000 / CLOCK_TICKS  # utime, stime
     except (OSError, ValueError, IndexError):
         return 0.0
+    threads = 0.0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as schedstat:
+                threads += int(schedstat.read().split()[0]) / 1e6
+    except (OSError, ValueError, IndexError):
+        return ticks
+    return max(ticks, threads)
+
+
+def peak_kb(pid: int) -> int:
+    """The process's peak resident set so far (VmHWM, what its exit's ru_maxrss would say)."""
+    with (
+        contextlib.suppress(OSError, ValueError, IndexError),
+        open(f"/proc/{pid}/status") as status,
+    ):
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+class ExitNotices:
+    """The agent's end of the exit-notice FIFO (protocol.EXIT_NOTICES): opened read-write, so it
+    never reads end of file while no runner has it open. Absent (an image without it): no notices,
+    every run ends at its exit."""
+
+    MAX_LINE = 128  # a token, a space, a status: longer lines are noise
+
+    def __init__(self, path: str = protocol.EXIT_NOTICES) -> None:
+        self.fd = -1
+        self.partial = b""
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                self.fd = fd
+            else:
+                os.close(fd)
+
+    def token(self) -> str:
+        """A fresh token for the next run's go ("" without the FIFO); whatever earlier runs left
+        in the FIFO is dropped first."""
+        if self.fd < 0:
+            return ""
+        self.drain()
+        return secrets.token_hex(16)
+
+    def drain(self) -> None:
+        self.partial = b""
+        with contextlib.suppress(OSError):  # BlockingIOError once it is empty
+            while os.read(self.fd, 1 << 16):
+                pass
+
+    def statuses(self, token: str) -> list[int]:
+        """The exit statuses noticed under `token` among the lines that arrived; other lines (an
+        earlier token, a program's writes) are dropped."""
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except OSError:
+            return []
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()[: self.MAX_LINE]
+        prefix = token.encode() + b" "
+        found = []
+        for line in lines:
+            status = line[len(prefix) :]
+            if token and line.startswith(prefix) and status.isdigit() and len(status) <= 3:
+                found.append(int(status) & 0xFF)
+        return found
 
 
 class Runner:
     """One process of a run. A warm runner is pre-spawned after a clean reset, writes one byte on
-    fd 4 when it is ready, and waits on fd 3 for its go: the NUL-separated mode and arguments, then
-    end of file. A runner that compiles in-process answers on fd 4 with one JSON line, its compile
-    report; every runner closes fds 3 and 4 before the program starts. A cold one (compiler,
-    compiled program) has neither.
+    fd 4 when it is ready, and waits on fd 3 for its go: the NUL-separated mode, the exit notice's
+    token (a runner with `exit_notice`, protocol.EXIT_NOTICES) and arguments, then end of file. A
+    runner that compiles in-process answers on fd 4 with one JSON line, its compile report; every
+    runner closes fds 3 and 4 before the program starts. A cold one (compiler, compiled program)
+    has neither.
     """
 
     def __init__(self, spec: dict, attributes: dict, *, warm: bool) -> None:
@@ -106,6 +187,8 @@ class Runner:
         self.spawned_at = time.monotonic()
         self.exit_status: int | None = None
         self.peak_kb = 0
+        self.cpu_at_notice_ms = 0.0  # its CPU time when its exit notice ended the run
+        self.noticed_status: int | None = None  # the status its exit notice gave (end_on_notice)
 
     @classmethod
     def adopt(cls, pid: int, *fds: int) -> Runner:
@@ -122,6 +205,8 @@ class Runner:
         runner.spawned_at = time.monotonic()
         runner.exit_status = None
         runner.peak_kb = 0
+        runner.cpu_at_notice_ms = 0.0
+        runner.noticed_status = None
         return runner
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> bool:
@@ -133,7 +218,7 @@ class Runner:
         return os.read(self.control, 1) == READY
 
     def record_exit(self, status: int, usage: object) -> None:
-        self.exit_status = status
+        self.exit_status = status if self.noticed_status is None else self.noticed_status
         self.peak_kb = int(getattr(usage, "ru_maxrss", 0))
 
     def poll_exit(self) -> int | None:
@@ -146,6 +231,33 @@ class Runner:
             if pid == self.pid:
                 self.record_exit(status, usage)
         return self.exit_status
+
+    def end_on_notice(self, status: int) -> bool:
+        """Its exit notice (protocol.EXIT_NOTICES): the runner waits after it to be killed, so it
+        is killed here and its exit is `status`. True if the run may end now: the runner was the
+        run's one process and never had a child, so its usage, taken before the kill, is the
+        run's, and no writer is left; the kernel's teardown and the reaping come after the answer.
+        False if the run ends when the kill has reaped it, with the usage its reaping reports."""
+        if self.exit_status is not None:
+            return False
+        try:
+            fields = proc_stat(self.pid)
+            had_children = any(int(fields[index]) for index in (8, 13, 14))
+        except (OSError, ValueError, IndexError):
+            return False  # reaped already
+        if fields[0] in ("Z", "X"):
+            return False  # it has exited: the exit's own status stands
+        alone = not had_children and not set(other_pids()) - {self.pid}
+        cpu, peak = (cpu_ms(self.pid), peak_kb(self.pid)) if alone else (0.0, 0)
+        self.noticed_status = status << 8
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        if not alone or set(other_pids()) - {self.pid}:  # a child, or a fork before the kill
+            return False
+        self.exit_status = self.noticed_status
+        self.cpu_at_notice_ms, self.peak_kb = cpu, peak
+        dying_pids.add(self.pid)  # the next sweep waits for it
+        return True
 
     def kill(self) -> None:
         """Kill and reap it (it may be gone already), and close the agent's ends."""
@@ -236,6 +348,8 @@ class Execution:
     arrives on fd 3 the compile limit applies, after it the run's own limit. A live run (`stream`)
     sends what it captures as OUTPUT frames as it arrives; an interactive one keeps the program's
     stdin open after the RUN's own stdin and feeds it what STDIN frames bring, until one says eof.
+    With `notices` and the go's `token`, the runner's exit notice may end it before the exit
+    (Runner.end_on_notice; `noticed` then says so).
     """
 
     def __init__(
@@ -249,8 +363,14 @@ class Execution:
         compile_timeout_s: float | None = None,
         stream: bool = False,
         interactive: bool = False,
+        notices: ExitNotices | None = None,
+        token: str = "",
     ) -> None:
         self.runner = runner
+        # The exit notice this run's runner may send (protocol.EXIT_NOTICES): its token, in the go.
+        self.notices = notices if notices is not None and notices.fd >= 0 and token else None
+        self.token = token
+        self.noticed = False
         self.channel = channel
         self.request = request
         self.stdout = Capture(int(request["output_limit"]))
@@ -322,6 +442,8 @@ class Execution:
             poller.register(self.runner.control, select.POLLIN)
         if self.runner.pidfd >= 0:
             poller.register(self.runner.pidfd, select.POLLIN)
+        if self.notices is not None:
+            poller.register(self.notices.fd, select.POLLIN)
         tick = None if self.runner.pidfd >= 0 else EXIT_POLL_S
         poller.register(0, select.POLLIN)
         self._handle_frames()
@@ -338,7 +460,8 @@ class Execution:
                 self.exit_status = self.runner.poll_exit()
                 tick = min(tick * 2, EXIT_POLL_MAX_S)
         duration = time.monotonic() - self.run_started
-        sweep_processes()
+        if not self.noticed:  # after a notice the runner is the only writer, and it is done
+            sweep_processes()
         self._drain(open_pipes)
         if self._finish_report():  # the run's time was counted from the go, not the report
             duration = max(0.0, duration - float(self.compile_report.get("duration_s", 0.0)))
@@ -355,10 +478,15 @@ class Execution:
                 poller.unregister(fd)
         elif fd == self.runner.control:
             self._on_report(poller)
-        elif fd == self.runner.pidfd:
+        elif fd == self.runner.pidfd and self.exit_status is None:
             _, status, usage = os.wait4(self.runner.pid, 0)
             self.runner.record_exit(status, usage)
-            self.exit_status = status
+            self.exit_status = self.runner.exit_status
+        elif self.notices is not None and fd == self.notices.fd:
+            for status in self.notices.statuses(self.token):
+                if self.runner.end_on_notice(status):
+                    self.exit_status, self.noticed = self.runner.exit_status, True
+                    break
         elif fd == 0:
             self._on_control()
         elif fd == self.runner.stdin_w:
@@ -451,7 +579,8 @@ class Execution:
             self._close_stdin()
 
     def _drain(self, pipes: dict) -> None:
-        """After the sweep every writer is gone, so what is left in the pipes is finite."""
+        """After the sweep every writer is gone, so what is left in the pipes is finite. After an
+        exit notice the runner's writes all came before it: they are in the pipes now."""
         for fd in pipes:
             os.set_blocking(fd, False)
             while True:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import struct
 
-VERSION = 5
+VERSION = 6
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 
@@ -103,6 +103,22 @@ PARK_DELAY_MAX_MS = 200
 # A build archive (tar of a compile's outputs) larger than this is not returned to the pool.
 BUILD_MAX_BYTES = 8 * 1024 * 1024
 
+# Exit notices. The kernel tears a process's memory down before anyone can see it has exited: 3-5
+# ms for node or a runner forked with numpy and pandas imported, on the answer's path. A runner
+# whose descriptor says "exit_notice" (python, javascript, typescript) gets a token as the second
+# field of its go (mode, token, args) and, as its very last act (output flushed, no thread of the
+# program left, the exit status known), writes "\nTOKEN STATUS\n" to EXIT_NOTICES, a FIFO
+# of the image, and waits (at most NOTICE_WAIT_S) to be killed. The agent reads the FIFO and
+# empties it after every reset (a program has the agent's uid and may read or write it too: it
+# finds only its own run's lines there). On a line with the token of the run under way it kills
+# the runner and takes STATUS as its exit; if the runner was the run's one process and never had
+# a child, it measures the runner's usage first and answers at once, while the kernel tears the
+# runner down; otherwise it ends the run as at an exit (sweep, reaping, usage). Without a notice
+# (a thread left, a signal, a listener that exits) the run ends at the exit, as before. A forged
+# notice ends only the forger's own run, as an exit would.
+EXIT_NOTICES = "/opt/warmbox/exits"
+NOTICE_WAIT_S = 1.0  # a runner whose notice nobody acted on exits on its own after this
+
 # HELLO frame fields: protocol (VERSION), language, version, clean, sources (the hash of the
 # sources the image was built from, sandbox_images/build.py:sources_hash; the pool refuses another).
 # RUN frame fields: id, code, stdin, timeout_s, output_limit, args (list of str), files (list of
@@ -112,7 +128,8 @@ BUILD_MAX_BYTES = 8 * 1024 * 1024
 # OUTPUT frame fields: id, stream ("stdout" | "stderr"), data (text). STDIN: id, data, eof.
 # RESULT frame fields: id, stdout, stderr, exit_code, duration_s, timed_out, cancelled,
 # memory_exceeded, output_truncated, runner_age_ms, compile ({output, exit_code, duration_s,
-# cached} or null), usage ({cpu_time_ms, wall_time_ms, peak_memory_kb}), build (base64 or null).
+# cached} or null), usage ({cpu_time_ms, wall_time_ms, peak_memory_kb}), build (base64 or null),
+# exit_noticed (bool: the runner's exit notice ended the run, see EXIT_NOTICES).
 
 # The only environment a runner gets, whatever the container's or the agent's own (a language's
 # descriptor may add its own variables, e.g. MPLBACKEND or GOCACHE).

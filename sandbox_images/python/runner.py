@@ -15,17 +15,24 @@ flushed, the same exit status) but skips the interpreter's teardown, about 4 ms 
 observe: the agent wipes the scratch space after every run anyway.
 """
 
+import _thread
 import atexit
 import os
 import sys
 import types
 
 CODE_PATH = "/tmp/main.py"
+EXIT_NOTICES = "/opt/warmbox/exits"  # protocol.EXIT_NOTICES
+NOTICE_WAIT_S = 1.0  # protocol.NOTICE_WAIT_S
 
 # Everything the runner needs once the script has run, bound before it runs: a script may
 # replace os._exit, atexit, sys.excepthook, sys.stdout or any builtin, and the interpreter
 # it imitates does not depend on those names either.
 _exit_now = os._exit
+_open, _write_fd, _close = os.open, os.write, os.close
+_NOTICE_FLAGS = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
+_threads_alive = _thread._count
+_allocate_lock = _thread.allocate_lock
 _run_exitfuncs = atexit._run_exitfuncs
 _modules = sys.modules
 _original_excepthook = sys.__excepthook__
@@ -48,6 +55,7 @@ _prctl = None
 _guarded = False
 _warmed: list = []  # the preload names whose warm-ups ran (a zygote with the pre-imports)
 _copied_pages: tuple = ()  # what a warm-up run copies of the zygote's memory (see _learn_copies)
+_notice_token = b""  # the go's token for this run's exit notice (see _notice_exit)
 
 
 def _set_dumpable(value: int) -> None:
@@ -217,9 +225,9 @@ def _kernel_code() -> types.CodeType:
 
 
 def _wait_for_go() -> list:
-    """The agent writes the mode and the arguments, NUL-separated, on fd 3 and closes it: end of
-    file is the go. Both control descriptors are closed before the script runs. Returns the
-    arguments."""
+    """The agent writes the mode, the exit notice's token and the arguments, NUL-separated, on
+    fd 3 and closes it: end of file is the go. Both control descriptors are closed before the
+    script runs. Returns the arguments."""
     chunks = []
     while True:
         chunk = os.read(3, 1 << 16)
@@ -234,7 +242,9 @@ def _wait_for_go() -> list:
         kernel = {"__name__": "__kernel__", "__file__": KERNEL_PATH, "__builtins__": __builtins__}
         exec(_kernel_code(), kernel)  # noqa: S102  (our own kernel; never returns)
     os.close(4)
-    return [field.decode("utf-8", "surrogateescape") for field in fields[1:]]
+    global _notice_token
+    _notice_token = fields[1] if len(fields) > 1 else b""  # the mode, the token, the arguments
+    return [field.decode("utf-8", "surrogateescape") for field in fields[2:]]
 
 
 def _prefer_me_for_oom_kills() -> None:
@@ -321,7 +331,31 @@ def _finish(status: int, streams: tuple) -> None:
             stream.flush()
         except _Exception:
             status = status or 120  # as the interpreter does when stdout cannot be flushed
-    _exit_now(status & 0xFF if status >= 0 else 255)
+    status = status & 0xFF if status >= 0 else 255
+    _notice_exit(status)
+    _exit_now(status)
+
+
+def _notice_exit(status: int) -> None:
+    """Tell the agent this run has ended (protocol.EXIT_NOTICES) and wait for its kill, so that it
+    can answer while the kernel tears the runner down (3-4 ms with the pre-imports). Only when
+    nothing of the script can write any more: every stream is flushed and no thread of it is left
+    (a daemon thread goes on until the exit itself: the run then ends at the exit, as before)."""
+    if not _notice_token or _threads_alive():
+        return
+    try:
+        fd = _open(EXIT_NOTICES, _NOTICE_FLAGS)
+    except _Exception:
+        return
+    try:
+        noticed = _write_fd(fd, b"\n%s %d\n" % (_notice_token, status)) > 0  # own line
+    except _Exception:
+        noticed = False
+    _close(fd)
+    if noticed:
+        lock = _allocate_lock()
+        lock.acquire()
+        lock.acquire(timeout=NOTICE_WAIT_S)  # the agent's kill ends it here
 
 
 # --------------------------------------------------------------------------- the fork server
