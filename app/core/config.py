@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     # Beside the forked runner, a bare interpreter (no pre-imports) runs every script that names no
     # installed package: a hello does not pay for the fork and teardown of numpy and pandas.
     sandbox_python_bare_runner: bool = True
+    # Python, JavaScript and TypeScript runners tell the agent when their run has ended, so the
+    # answer does not wait for the kernel to tear the runner down (README, "How a run stays clean").
+    sandbox_exit_notices: bool = True
     sandbox_runtime: str = ""
     pool_mode: PoolMode = PoolMode.REUSE
     pool_max_total: int = Field(default=6, ge=1)

@@ -64,6 +64,8 @@ class SandboxLimits:
                 agent_environment["WARMBOX_FORK_SERVER"] = "0"
             if not settings.sandbox_python_bare_runner:
                 agent_environment["WARMBOX_BARE_RUNNER"] = "0"
+        if not settings.sandbox_exit_notices:
+            agent_environment["WARMBOX_EXIT_NOTICES"] = "0"
         return cls(
             memory_mb=memory_mb,
             cpus=settings.sandbox_cpus,

@@ -160,8 +160,10 @@ class Language:
             self.packages = installed_packages()
         # A runner with a long start-up whose next copy is started ahead and parked (execution.py).
         self.parks = bool(descriptor.get("parked") and self.runner)
-        # A runner that says when it ends (protocol.EXIT_NOTICES): its go carries a token.
+        # A runner that can say when it ends (protocol.EXIT_NOTICES): its go carries a token, ""
+        # when the pool turned notices off (setting SANDBOX_EXIT_NOTICES).
         self.exit_notice = bool(descriptor.get("exit_notice") and self.runner)
+        self.notices_wanted = os.environ.get("WARMBOX_EXIT_NOTICES", "1") != "0"
         self.build_outputs = list(descriptor.get("build_outputs", []))
         self.workdir = protocol.EXEC_SCRATCH if self.compile else protocol.SCRATCH
         self.env = {**RUN_ENV, **descriptor.get("env", {})}
@@ -227,7 +229,7 @@ class Agent:
         self.kept_baselines: dict[str, dict] = {}
         self.kept_refused = 0
         self.bare_server: ForkServer | None = None
-        self.notices = ExitNotices() if language.exit_notice else None
+        self.notices = ExitNotices() if language.exit_notice and language.notices_wanted else None
         if language.fork_server:
             self.fork_server = ForkServer(language.spec(language.runner or []), self.attributes)
             cleanup.fork_server = self.fork_server  # sweeps spare it and let it kill the others
@@ -485,7 +487,7 @@ class Agent:
             runner_age_ms = (time.monotonic() - runner.spawned_at) * 1000
         cpu_before = children_cpu_ms() + cpu_ms(runner.pid)  # the runner's idle start-up
         cleanup.reaped_peak_kb = 0
-        notices = self.notices if not self.language.run else None
+        notices = self.notices if self.language.exit_notice and not self.language.run else None
         token = notices.token() if notices is not None else ""
         execution = Execution(
             runner,
@@ -505,7 +507,7 @@ class Agent:
         )
         mode = "cached" if cached else "run"
         try:
-            execution.start([mode, token, *args] if notices is not None else [mode, *args])
+            execution.start([mode, token, *args] if self.language.exit_notice else [mode, *args])
             duration = execution.wait()
         finally:
             runner.close()

@@ -229,3 +229,13 @@ def test_node_usage_on_a_notice(javascript_pool: ContainerPool) -> None:
     assert result.usage is not None
     assert result.usage.peak_memory_kb >= 64 * 1024
     assert 150 <= result.usage.cpu_time_ms <= result.usage.wall_time_ms + 20, result.usage
+
+
+def test_notices_turned_off_end_every_run_at_its_exit(make_pool: PoolFactory) -> None:
+    pool = make_pool(sandbox_exit_notices=False)
+    assert pool.limits.agent_environment["WARMBOX_EXIT_NOTICES"] == "0"
+    result = run(pool, "import sys\nprint('off')\nsys.exit(4)")
+    assert (result.stdout, result.exit_code, result.exit_noticed) == ("off\n", 4, False)
+    # without a token in the go, the runner takes every field after the mode as an argument
+    argv = run(pool, "import sys\nprint(sys.argv[1:])", args=["a", "b"])
+    assert argv.stdout == "['a', 'b']\n"
