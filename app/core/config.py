@@ -146,7 +146,7 @@ class Settings(BaseSettings):
     # installed package: a hello does not pay for the fork and teardown of numpy and pandas.
     sandbox_python_bare_runner: bool = True
     # Python, JavaScript and TypeScript runners tell the agent when their run has ended, so the
-    # answer does not wait for the kernel to tear the runner down (README, "How a run stays clean").
+    # answer does not wait for the kernel's teardown (README, "How a run stays isolated").
     sandbox_exit_notices: bool = True
     sandbox_runtime: str = ""
     pool_mode: PoolMode = PoolMode.REUSE

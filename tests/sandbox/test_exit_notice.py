@@ -79,17 +79,21 @@ def test_a_python_run_with_more_than_its_runner_ends_at_the_exit(
     assert_clean(shared_pool)
 
 
+def assert_measured_on_notice(result: RunResult, peak_mb: int, cpu_ms: float) -> None:
+    """Usage a noticed run reports is measured by the agent, not told by the runner: the peak of
+    what the program touched, its CPU at least the loop's and at most the wall time."""
+    assert result.exit_noticed
+    assert result.usage is not None
+    assert result.usage.peak_memory_kb >= peak_mb * 1024
+    assert cpu_ms <= result.usage.cpu_time_ms <= result.usage.wall_time_ms + 20, result.usage
+
+
 def test_usage_on_a_notice_is_the_runners_own(shared_pool: ContainerPool) -> None:
     code = (
         "import time\nblock = bytearray(96 << 20)\n"
         "end = time.process_time() + 0.15\nwhile time.process_time() < end:\n    pass\n"
     )
-    result = run(shared_pool, code)
-    assert result.exit_noticed
-    assert result.usage is not None
-    assert result.usage.peak_memory_kb >= 96 * 1024
-    # CPU measured by the agent, not told by the runner: at least the loop, at most the wall time
-    assert 150 <= result.usage.cpu_time_ms <= result.usage.wall_time_ms + 5, result.usage
+    assert_measured_on_notice(run(shared_pool, code), peak_mb=96, cpu_ms=150)
 
 
 def test_lines_without_the_runs_token_change_nothing(shared_pool: ContainerPool) -> None:
@@ -224,11 +228,7 @@ def test_node_usage_on_a_notice(javascript_pool: ContainerPool) -> None:
         "while (process.cpuUsage().user < end) {}\n"
         "console.log(block.length);\n"
     )
-    result = node(javascript_pool, code)
-    assert result.exit_noticed
-    assert result.usage is not None
-    assert result.usage.peak_memory_kb >= 64 * 1024
-    assert 150 <= result.usage.cpu_time_ms <= result.usage.wall_time_ms + 20, result.usage
+    assert_measured_on_notice(node(javascript_pool, code), peak_mb=64, cpu_ms=150)
 
 
 def test_notices_turned_off_end_every_run_at_its_exit(make_pool: PoolFactory) -> None:
