@@ -566,8 +566,8 @@ class Agent:
             self.runner.close()  # used (or swept): the sweep below ends it
             self.runner = None
         problems = clean_container(self.attributes)
-        if self.notices is not None:  # nothing is left that could write to it
-            self.notices.drain()
+        if self.notices is not None:  # nothing of the run is left that holds it open
+            self.notices.renew()
         self.ready = not problems
         if report:
             # Reported as soon as it is proven: the pool's hand-off and the caller's next request

@@ -109,8 +109,8 @@ BUILD_MAX_BYTES = 8 * 1024 * 1024
 # field of its go (mode, token, args) and, as its very last act (output flushed, no thread of the
 # program left, the exit status known), writes "\nTOKEN STATUS\n" to EXIT_NOTICES, a FIFO
 # of the image, and waits (at most NOTICE_WAIT_S) to be killed. The agent reads the FIFO and
-# empties it after every reset (a program has the agent's uid and may read or write it too: it
-# finds only its own run's lines there). On a line with the token of the run under way it kills
+# opens it afresh after every reset, a new pipe (a program has the agent's uid and may read or
+# write it too: it finds only its own run's lines there). On a line with the token of the run under way it kills
 # the runner and takes STATUS as its exit; if the runner was the run's one process and never had
 # a child, it measures the runner's usage first and answers at once, while the kernel tears the
 # runner down; otherwise it ends the run as at an exit (sweep, reaping, usage). Without a notice

@@ -117,26 +117,33 @@ function warmUp() {
 }
 
 /** Tell the agent the program has ended (protocol.EXIT_NOTICES) and wait for its kill, so that it
- * can answer while the kernel tears node down (4-5 ms). Sent after node has emitted 'exit' to
- * every listener, when node has nothing left to do but exit with process.exitCode: at the end of
- * the event loop and in process.exit(). Stdout and stderr are pipes, which node writes
- * synchronously, so every byte is in them by then. Not sent when an uncaught exception is fatal
- * (node emits 'exit' before it prints the error), nor when a listener exits or throws (it never
- * comes back here), nor for an exitCode node would read otherwise than this does: the run then
- * ends at the exit, as before. */
+ * can answer while the kernel tears node down (4-5 ms). Sent once node has emitted 'exit' and has
+ * nothing left to do but exit with process.exitCode: at the end of the event loop or in
+ * process.exit(), with no 'exit' listener (node runs the microtasks a listener queues after the
+ * event, and may then exit otherwise). Stdout and stderr are pipes, which node writes
+ * synchronously, so every byte is in them by then. Not sent either when an uncaught exception is
+ * fatal (node emits 'exit' before it prints the error), nor for an exitCode node would read
+ * otherwise than a plain integer: the run then ends at the exit, as before. Everything it calls is
+ * bound here, before the program can replace it. */
 function noticeExit(token) {
   const emit = process.emit;
+  const { apply } = Reflect;
+  const { wait } = Atomics;
+  const { listenerCount } = process;
   const { O_WRONLY, O_NONBLOCK } = fs.constants;
   const { openSync, writeSync, closeSync } = fs;
   const asleep = new Int32Array(new SharedArrayBuffer(4));
   let fatal = false;
-  process.emit = function emitThenNotice(event, ...rest) {
-    const handled = Reflect.apply(emit, this, [event, ...rest]);
+  process.emit = function emitThenNotice(event) {
+    const listeners = event === 'exit' ? apply(listenerCount, process, ['exit']) : -1;
+    const handled = apply(emit, this, arguments);
     if (event === 'uncaughtException' && !handled) {
       fatal = true; // node emits 'exit' now, and prints the error after it
     }
-    const code = process.exitCode ?? 0;
-    if (event !== 'exit' || fatal || process._exiting !== true || (code | 0) !== code) {
+    const set = process.exitCode;
+    const code = set === undefined || set === null ? 0 : set;
+    const plain = typeof code === 'number' && (code | 0) === code;
+    if (listeners !== 0 || fatal || process._exiting !== true || !plain) {
       return handled;
     }
     let noticed = false;
@@ -151,7 +158,7 @@ function noticeExit(token) {
       // no notice: the run ends at the exit
     }
     if (noticed) {
-      Atomics.wait(asleep, 0, 0, NOTICE_WAIT_MS); // the agent's kill ends it here
+      apply(wait, Atomics, [asleep, 0, 0, NOTICE_WAIT_MS]); // the agent's kill ends it here
     }
     return handled;
   };

@@ -15,6 +15,7 @@ flushed, the same exit status) but skips the interpreter's teardown, about 4 ms 
 observe: the agent wipes the scratch space after every run anyway.
 """
 
+import _signal
 import _thread
 import atexit
 import os
@@ -33,6 +34,9 @@ _open, _write_fd, _close = os.open, os.write, os.close
 _NOTICE_FLAGS = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
 _threads_alive = _thread._count
 _allocate_lock = _thread.allocate_lock
+_getpid = os.getpid
+_block_signals, _SIG_BLOCK = _signal.pthread_sigmask, _signal.SIG_BLOCK
+_ALL_SIGNALS = _signal.valid_signals()
 _run_exitfuncs = atexit._run_exitfuncs
 _modules = sys.modules
 _original_excepthook = sys.__excepthook__
@@ -56,6 +60,7 @@ _guarded = False
 _warmed: list = []  # the preload names whose warm-ups ran (a zygote with the pre-imports)
 _copied_pages: tuple = ()  # what a warm-up run copies of the zygote's memory (see _learn_copies)
 _notice_token = b""  # the go's token for this run's exit notice (see _notice_exit)
+_notice_pid = 0  # the runner's pid: a process the script forks never sends the notice
 
 
 def _set_dumpable(value: int) -> None:
@@ -242,8 +247,9 @@ def _wait_for_go() -> list:
         kernel = {"__name__": "__kernel__", "__file__": KERNEL_PATH, "__builtins__": __builtins__}
         exec(_kernel_code(), kernel)  # noqa: S102  (our own kernel; never returns)
     os.close(4)
-    global _notice_token
+    global _notice_token, _notice_pid
     _notice_token = fields[1] if len(fields) > 1 else b""  # the mode, the token, the arguments
+    _notice_pid = os.getpid()
     return [field.decode("utf-8", "surrogateescape") for field in fields[2:]]
 
 
@@ -338,12 +344,15 @@ def _finish(status: int, streams: tuple) -> None:
 
 def _notice_exit(status: int) -> None:
     """Tell the agent this run has ended (protocol.EXIT_NOTICES) and wait for its kill, so that it
-    can answer while the kernel tears the runner down (3-4 ms with the pre-imports). Only when
-    nothing of the script can write any more: every stream is flushed and no thread of it is left
-    (a daemon thread goes on until the exit itself: the run then ends at the exit, as before)."""
-    if not _notice_token or _threads_alive():
+    can answer while the kernel tears the runner down (3-4 ms with the pre-imports). Only in the
+    runner itself (not in a child the script forked, which ends through here too) and only when
+    nothing of the script can run or write any more: every stream is flushed, no thread of it is
+    left (a daemon thread goes on until the exit itself: the run then ends at the exit, as
+    before), and signals are blocked, so that no handler runs while it waits."""
+    if not _notice_token or _getpid() != _notice_pid or _threads_alive():
         return
     try:
+        _block_signals(_SIG_BLOCK, _ALL_SIGNALS)
         fd = _open(EXIT_NOTICES, _NOTICE_FLAGS)
     except _Exception:
         return
