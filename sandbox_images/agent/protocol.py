@@ -107,15 +107,16 @@ BUILD_MAX_BYTES = 8 * 1024 * 1024
 # ms for node or a runner forked with numpy and pandas imported, on the answer's path. A runner
 # whose descriptor says "exit_notice" (python, javascript, typescript) gets a token as the second
 # field of its go (mode, token, args) and, as its very last act (output flushed, no thread of the
-# program left, the exit status known), writes "\nTOKEN STATUS\n" to EXIT_NOTICES, a FIFO
-# of the image, and waits (at most NOTICE_WAIT_S) to be killed. The agent reads the FIFO and
-# opens it afresh after every reset, a new pipe (a program has the agent's uid and may read or
-# write it too: it finds only its own run's lines there). On a line with the token of the run under way it kills
-# the runner and takes STATUS as its exit; if the runner was the run's one process and never had
-# a child, it measures the runner's usage first and answers at once, while the kernel tears the
-# runner down; otherwise it ends the run as at an exit (sweep, reaping, usage). Without a notice
-# (a thread left, a signal, a listener that exits) the run ends at the exit, as before. A forged
-# notice ends only the forger's own run, as an exit would.
+# program left, the exit status known; only in the runner's own process), writes
+# "\nTOKEN STATUS\n" to EXIT_NOTICES, a FIFO of the image, and waits (at most NOTICE_WAIT_S) to
+# be killed. The agent reads the FIFO and opens it afresh after every reset, a new pipe (a program
+# has the agent's uid and may read or write it too: it finds only its own run's lines there). On
+# a line with the token of the run under way it kills the runner and takes STATUS as its exit;
+# if the runner was the run's one process and never had a child, it measures the runner's usage
+# first and answers at once, while the kernel tears the runner down; otherwise it ends the run
+# as at an exit (sweep, reaping, usage). Without a notice (a thread left, a signal, a node 'exit'
+# listener) the run ends at the exit, as before. A forged notice ends only the forger's own run,
+# as an exit would.
 EXIT_NOTICES = "/opt/warmbox/exits"
 NOTICE_WAIT_S = 1.0  # a runner whose notice nobody acted on exits on its own after this
 
