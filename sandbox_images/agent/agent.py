@@ -487,8 +487,7 @@ class Agent:
             runner_age_ms = (time.monotonic() - runner.spawned_at) * 1000
         cpu_before = children_cpu_ms() + cpu_ms(runner.pid)  # the runner's idle start-up
         cleanup.reaped_peak_kb = 0
-        notices = self.notices if self.language.exit_notice and not self.language.run else None
-        token = notices.token() if notices is not None else ""
+        token = self.notices.token() if self.notices is not None else ""
         execution = Execution(
             runner,
             self.channel,
@@ -502,7 +501,7 @@ class Agent:
             ),
             stream=bool(request.get("stream")),
             interactive=bool(request.get("interactive")),
-            notices=notices,
+            notices=self.notices,
             token=token,
         )
         mode = "cached" if cached else "run"

@@ -78,17 +78,9 @@ dying_pids: set[int] = set()
 
 
 def _wait_for_dying(deadline: float) -> None:
-    global reaped_peak_kb
     while dying_pids and time.monotonic() < deadline:
-        for pid in list(dying_pids):
-            try:
-                done, _, usage = os.wait4(pid, os.WNOHANG)
-            except ChildProcessError:
-                done, usage = pid, None
-            if done == pid:
-                dying_pids.discard(pid)
-                if usage is not None:
-                    reaped_peak_kb = max(reaped_peak_kb, usage.ru_maxrss)
+        reap()  # a zombie stays in /proc until reaped; a reaped pid leaves it
+        dying_pids.intersection_update(p for p in list(dying_pids) if os.path.exists(f"/proc/{p}"))
         if dying_pids:
             time.sleep(0.0005)
     dying_pids.clear()  # one that outlived the deadline is the kill(-1) below's

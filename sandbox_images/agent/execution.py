@@ -376,7 +376,7 @@ class Execution:
     ) -> None:
         self.runner = runner
         # The exit notice this run's runner may send (protocol.EXIT_NOTICES): its token, in the go.
-        self.notices = notices if notices is not None and notices.fd >= 0 and token else None
+        self.notices = notices if token else None  # ExitNotices.token() is "" without the FIFO
         self.token = token
         self.noticed = False
         self.channel = channel
@@ -687,8 +687,7 @@ def parked_problems(runner: Runner, baseline: dict | None) -> list[str]:
     if runner.poll_exit() is not None:
         return ["exited"]
     try:
-        with open(f"/proc/{runner.pid}/stat") as stat_file:
-            state = stat_file.read().rpartition(")")[2].split()[0]
+        state = proc_stat(runner.pid)[0]
         if state in PARKED_STATES_BAD:
             return [f"state {state}"]
         if os.stat(f"/proc/{runner.pid}/environ").st_uid != 0:

@@ -31,7 +31,7 @@ import time
 
 import protocol
 from cleanup import sweep_processes
-from execution import READY, Capture, Runner, cpu_ms, read_oom_kills
+from execution import READY, Capture, Runner, cpu_ms, peak_kb, read_oom_kills
 from session_files import (
     SessionError,
     delete_file,
@@ -342,7 +342,7 @@ class CellRun:
             "usage": {
                 "cpu_time_ms": max(0.0, cpu_ms(self.kernel.pid) - self.cpu_before),
                 "wall_time_ms": self.duration * 1000,
-                "peak_memory_kb": _peak_kb(self.kernel.pid),
+                "peak_memory_kb": peak_kb(self.kernel.pid),
             },
         }
 
@@ -360,18 +360,6 @@ def _read_into(fd: int, capture: Capture) -> bool:
         return False
     capture.add(data)
     return bool(data)
-
-
-def _peak_kb(pid: int) -> int:
-    """The kernel's peak resident set so far (the session's, not only this cell's)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def _artifacts(items: object) -> list[dict]:

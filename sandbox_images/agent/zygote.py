@@ -38,7 +38,7 @@ import time
 
 import protocol
 from cleanup import changed_attributes
-from execution import READY_TIMEOUT_S, Runner, _exec_child, open_pidfd
+from execution import READY_TIMEOUT_S, Runner, _exec_child, open_pidfd, proc_stat
 
 FORK_DIR = f"{protocol.SCRATCH}/.warmbox-fork"
 # (name, the agent's open flags); the runner opens the other end. The agent holds the runner's
@@ -83,8 +83,7 @@ class Zygote:
         if self.dead:
             return False
         try:
-            with open(f"/proc/{self.pid}/stat") as stat:
-                state = stat.read().rpartition(")")[2].split()[0]
+            state = proc_stat(self.pid)[0]
         except (OSError, IndexError):
             state = "X"
         if state in ("T", "t", "Z", "X"):
