@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.observability.metrics import _RouteTemplateMiddleware
 from tests.conftest import ClientFactory, SettingsFactory
 from tests.jobs.helpers import app_settings, headers_for, running_app
 
@@ -72,6 +73,46 @@ class TestMetrics:
         names = {(name, dict(labels).get("handler")) for name, labels in samples(client)}
 
         assert ("warmbox_http_requests_total", "/api/v1/jobs/{job_id}") in names
+
+    def test_route_templates_are_kept_per_method_and_path_and_stay_bounded(
+        self, client: TestClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        user = headers_for(client)
+        middleware = _route_template_middleware(client)
+        monkeypatch.setattr(middleware, "HANDLER_CACHE_SIZE", 3)
+        middleware._handlers.clear()
+
+        def requests_by_handler() -> dict[tuple[str, str], float]:
+            return {
+                (dict(labels)["method"], dict(labels)["handler"]): value
+                for (name, labels), value in samples(client).items()
+                if name == "warmbox_http_requests_total"
+            }
+
+        before = requests_by_handler()
+        path = "/api/v1/jobs/00000000-0000-0000-0000-000000000001"
+        for _ in range(2):
+            client.get(path, headers=user)  # 404: no such job, still the route's template
+            client.delete(path, headers=user)  # 405: the path's route has no DELETE
+        client.get("/api/v1/no-such-route", headers=user)  # untemplated: grouped as "none"
+        after = requests_by_handler()
+
+        template = "/api/v1/jobs/{job_id}"
+        assert after[("GET", template)] == before.get(("GET", template), 0) + 2
+        assert ("DELETE", template) not in after
+        assert after[("DELETE", "none")] == before.get(("DELETE", "none"), 0) + 2
+        assert after[("GET", "none")] == before.get(("GET", "none"), 0) + 1
+        # The scrapes in between are requests too: never more than the bound is kept.
+        assert 0 < len(middleware._handlers) <= 3
+
+
+def _route_template_middleware(client: TestClient) -> _RouteTemplateMiddleware:
+    """The app's instance of the instrumentator's middleware (built at the first request)."""
+    app = client.app.middleware_stack  # type: ignore[attr-defined]
+    while app is not None and not isinstance(app, _RouteTemplateMiddleware):
+        app = getattr(app, "app", None)
+    assert app is not None
+    return app
 
 
 def test_a_metrics_token_is_required_when_configured(
