@@ -307,6 +307,74 @@ def changed_attributes(recorded: dict, current: dict | None = None) -> list[str]
     return changed
 
 
+# ------------------------------------------------------------------ what a run may not write
+
+# Every process the agent starts (runners, fork servers, compilers, programs) is first made the
+# one the kernel kills when the container runs out of memory, then loses the right to open
+# anything under /proc or /sys for writing (Landlock, inherited by all it starts, never undone).
+# Through its own /proc/self/clear_refs a program could reset its peak resident set (VmHWM, and
+# the ru_maxrss its parent reaps) after using memory, and report less than it used: a grading
+# memory limit below the container's own would no longer hold. Nothing a program needs is written
+# there (oom_score_adj is set here first); pipes and sockets stay writable, as does every other
+# place that is writable at all (the rules grant writes beneath every other entry of /, whose read-
+# only mounts still refuse them). Where the kernel has no Landlock (gVisor), nothing is forbidden,
+# and there no process shows a VmHWM either.
+LANDLOCK_SYSCALLS = (444, 445, 446)  # create_ruleset, add_rule, restrict_self: all architectures
+LANDLOCK_CREATE_RULESET_VERSION = 1
+LANDLOCK_ACCESS_FS_WRITE_FILE = 1 << 1
+LANDLOCK_RULE_PATH_BENEATH = 1
+PR_SET_NO_NEW_PRIVS = 38
+UNWRITABLE_ROOTS = frozenset({"proc", "sys"})
+OOM_SCORE_ADJ_RUN = b"1000"
+
+
+class _LandlockRuleset(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64)]
+
+
+class _LandlockPathBeneath(ctypes.Structure):
+    _pack_ = 1  # packed in the kernel's header: 12 bytes
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def prefer_for_oom_kills() -> None:
+    """If the container runs out of memory, the kernel takes a run's process, not the agent."""
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "wb") as adj:
+        adj.write(OOM_SCORE_ADJ_RUN)
+
+
+def forbid_proc_writes() -> bool:
+    """Refuse this process and all it starts any open for writing under /proc and /sys; False where
+    the kernel has no Landlock. Raises OSError when Landlock is there but refuses the rules."""
+    create, add_rule, restrict_self = LANDLOCK_SYSCALLS
+    if libc.syscall(create, None, 0, LANDLOCK_CREATE_RULESET_VERSION) < 1:
+        return False  # ENOSYS, EOPNOTSUPP (not enabled), or refused by a seccomp profile
+    handled = _LandlockRuleset(LANDLOCK_ACCESS_FS_WRITE_FILE)
+    ruleset = libc.syscall(create, ctypes.byref(handled), ctypes.sizeof(handled), 0)
+    if ruleset < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    try:
+        for name in sorted(os.listdir("/")):
+            if name in UNWRITABLE_ROOTS:
+                continue
+            try:
+                beneath = os.open(f"/{name}", os.O_PATH | os.O_CLOEXEC)
+            except OSError:  # a dangling link: nothing to write beneath
+                continue
+            try:
+                rule = ctypes.byref(_LandlockPathBeneath(LANDLOCK_ACCESS_FS_WRITE_FILE, beneath))
+                if libc.syscall(add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, rule, 0):
+                    raise OSError(ctypes.get_errno(), f"landlock_add_rule /{name} failed")
+            finally:
+                os.close(beneath)
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # the container's own setting; needed here
+        if libc.syscall(restrict_self, ruleset, 0):
+            raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+    finally:
+        os.close(ruleset)
+    return True
+
+
 def apply_attributes(recorded: dict) -> None:
     """Set a freshly forked runner's attributes to the recorded ones instead of inheriting them."""
     for name, limits in recorded["rlimits"].items():

@@ -23,7 +23,14 @@ import stat
 import time
 
 import protocol
-from cleanup import apply_attributes, dying_pids, other_pids, sweep_processes
+from cleanup import (
+    apply_attributes,
+    dying_pids,
+    forbid_proc_writes,
+    other_pids,
+    prefer_for_oom_kills,
+    sweep_processes,
+)
 
 KILL_GRACE_S = 0.2
 READY = b"R"  # what a warm runner writes on fd 3 once it is ready for the go
@@ -47,7 +54,8 @@ def open_pidfd(pid: int) -> int:
 
 
 def _exec_child(spec: dict, attributes: dict, fds: tuple[int, ...]) -> None:
-    """In the forked child: stdio on the pipes, a new session, the recorded attributes, exec.
+    """In the forked child: stdio on the pipes, a new session, the recorded attributes, first in
+    line for the OOM killer, no writes under /proc (cleanup.forbid_proc_writes), exec.
 
     Never returns: any failure ends the child with 127, and the agent sees a dead runner.
     """
@@ -57,6 +65,8 @@ def _exec_child(spec: dict, attributes: dict, fds: tuple[int, ...]) -> None:
             os.set_inheritable(target, True)
         os.setsid()
         apply_attributes(attributes)
+        prefer_for_oom_kills()
+        forbid_proc_writes()
         os.chdir(spec["cwd"])
         command = spec["command"]
         os.execve(command[0], command, spec["env"])  # noqa: S606  (a fixed argv, no shell)

@@ -253,15 +253,6 @@ def _wait_for_go() -> list:
     return [field.decode("utf-8", "surrogateescape") for field in fields[2:]]
 
 
-def _prefer_me_for_oom_kills() -> None:
-    """If the container runs out of memory, the kernel should take the script, not the agent."""
-    try:
-        with open("/proc/self/oom_score_adj", "w") as adj:
-            adj.write("1000")
-    except OSError:
-        pass
-
-
 def _fresh_main_module() -> types.ModuleType:
     module = types.ModuleType("__main__")
     module.__file__ = CODE_PATH
@@ -504,7 +495,6 @@ def _become_runner(fds: list, request: dict, apply_attributes: object) -> None:
 
 def _run_program(args: list) -> None:
     """Run /tmp/main.py as `python main.py ARGS` would, and end as the interpreter would."""
-    _prefer_me_for_oom_kills()
     with open(CODE_PATH, "rb") as code_file:
         source = code_file.read()
     sys.argv = [CODE_PATH, *args]

@@ -142,6 +142,33 @@ LOOP = {
     "bash": "while :; do :; done",
     "c": "int main(void) { for (;;) {} }\n",
 }
+# Uses 64 MB, lets it go, then tries to reset its own peak resident set through
+# /proc/self/clear_refs (which would make its usage, and a grading memory limit, report less).
+PEAK_RESET = {
+    "python": (
+        "block = b'x' * (64 << 20)\ndel block\n"
+        "try:\n    with open('/proc/self/clear_refs', 'w') as refs:\n        refs.write('5')\n"
+        "    print('reset')\nexcept OSError as error:\n    print('refused', error.errno)"
+    ),
+    "javascript": (
+        "let block = Buffer.alloc(64 << 20, 1);\nblock = null;\n"
+        "try {\n  require('fs').writeFileSync('/proc/self/clear_refs', '5');\n"
+        "  console.log('reset');\n} catch (error) {\n  console.log('refused', error.code);\n}"
+    ),
+    "bash": (
+        "block=$(head -c 32000000 /dev/zero | tr '\\0' x)\nunset block\n"
+        "if echo 5 2>/dev/null >/proc/self/clear_refs; then echo reset; else echo refused; fi"
+    ),
+    "c": (
+        "#include <stdio.h>\n#include <stdlib.h>\n"
+        "int main(void) {\n  volatile char *p = malloc(64 << 20);  /* not optimised away */\n"
+        "  for (long i = 0; i < 64 << 20; i += 4096) p[i] = 1;\n  free((void *)p);\n"
+        '  FILE *refs = fopen("/proc/self/clear_refs", "w");\n'
+        '  if (refs && fputs("5", refs) >= 0 && fclose(refs) == 0) puts("reset");\n'
+        '  else puts("refused");\n}\n'
+    ),
+}
+PEAK_KB = {"bash": 30_000}  # bash holds 32 MB of text; the others 64 MB
 HOSTILE_LANGUAGES = ["python", "python+numpy", "javascript", "bash", "c"]
 
 
@@ -222,4 +249,13 @@ def test_endless_loop_times_out(hostile_pool: ContainerPool) -> None:
     result = run(hostile_pool, LOOP, timeout_s=1.0)
     assert result.timed_out
     assert result.exit_code == 137
+    assert_fresh(hostile_pool)
+
+
+def test_a_run_cannot_reset_its_peak_memory(hostile_pool: ContainerPool) -> None:
+    result = run(hostile_pool, PEAK_RESET, timeout_s=10.0)
+    assert result.exit_code == 0, (result.stderr, result.compile)
+    assert result.stdout.split()[0] == "refused", result.stdout
+    assert result.usage is not None
+    assert result.usage.peak_memory_kb >= PEAK_KB.get(hostile_pool.language.name, 60_000)
     assert_fresh(hostile_pool)

@@ -78,6 +78,24 @@ def test_memory_limit_exceeded_at_the_case_limit(client: TestClient, user: dict[
     assert submission["test_results"][0]["memory_kb"] > 64 * 1024
 
 
+def test_the_case_limit_holds_when_the_program_resets_its_peak(
+    client: TestClient, user: dict[str, str]
+) -> None:
+    # Freed before the end, then /proc/self/clear_refs would reset the peak the case is judged by:
+    # the sandbox refuses that write (sandbox_images/agent/cleanup.py, forbid_proc_writes).
+    code = (
+        "x = bytearray(150 * 1024 * 1024)\ndel x\n"
+        "try:\n    open('/proc/self/clear_refs', 'w').write('5')\nexcept OSError:\n    pass\n"
+        "print(input())"
+    )
+    body = hello_body(code=code, memory_mb=64)
+
+    submission = graded(client, user, body)
+
+    assert submission["verdict"] == "memory_limit_exceeded"
+    assert submission["test_results"][0]["memory_kb"] > 64 * 1024
+
+
 def test_memory_limit_exceeded_at_the_sandbox_limit(
     client: TestClient, user: dict[str, str]
 ) -> None:
