@@ -164,12 +164,22 @@ class Language:
         # when the pool turned notices off (setting SANDBOX_EXIT_NOTICES).
         self.exit_notice = bool(descriptor.get("exit_notice") and self.runner)
         self.notices_wanted = os.environ.get("WARMBOX_EXIT_NOTICES", "1") != "0"
+        # A language whose every process is its runner, which forbids itself writes under /proc
+        # at its go (cleanup.forbid_proc_writes); the agent does it for every other process.
+        self.restricts_itself = bool(
+            descriptor.get("restricts_itself") and self.runner and not self.compile and not self.run
+        )
         self.build_outputs = list(descriptor.get("build_outputs", []))
         self.workdir = protocol.EXEC_SCRATCH if self.compile else protocol.SCRATCH
         self.env = {**RUN_ENV, **descriptor.get("env", {})}
 
     def spec(self, command: list[str]) -> dict:
-        return {"command": command, "env": self.env, "cwd": self.workdir}
+        return {
+            "command": command,
+            "env": self.env,
+            "cwd": self.workdir,
+            "restricts_itself": self.restricts_itself,
+        }
 
     def wants_packages(self, code: str) -> bool:
         """Whether a script names an installed package anywhere (an import, a string, a comment):

@@ -309,23 +309,22 @@ def changed_attributes(recorded: dict, current: dict | None = None) -> list[str]
 
 # ------------------------------------------------------------------ what a run may not write
 
-# Every process the agent starts (runners, fork servers, compilers, programs) is first made the
-# one the kernel kills when the container runs out of memory, then loses the right to open
-# anything under /proc or /sys for writing (Landlock, inherited by all it starts, never undone).
-# Through its own /proc/self/clear_refs a program could reset its peak resident set (VmHWM, and
-# the ru_maxrss its parent reaps) after using memory, and report less than it used: a grading
-# memory limit below the container's own would no longer hold. Nothing a program needs is written
-# there (oom_score_adj is set here first); pipes and sockets stay writable, as does every other
-# place that is writable at all (the rules grant writes beneath every other entry of /, whose read-
-# only mounts still refuse them). Where the kernel has no Landlock (gVisor), nothing is forbidden,
-# and there no process shows a VmHWM either.
+# No process a run has may open anything under /proc or /sys for writing (Landlock: inherited by
+# all it starts, never undone). Through its own /proc/self/clear_refs a program could reset its
+# peak resident set (VmHWM, and the ru_maxrss its parent reaps) after using memory, and report
+# less than it used: a grading memory limit below the container's own would no longer hold. The
+# agent forbids it in every process it starts, before execve (execution.py); Python's runner,
+# forked non-dumpable by its fork server, does it itself at its go, after it raised its own
+# oom_score_adj (its /proc entries are root's until then). Pipes and sockets stay writable, as
+# does every other place that is writable at all: the rules grant writes beneath every other
+# entry of /, whose read-only mounts still refuse them. Where the kernel has no Landlock (gVisor),
+# nothing is forbidden, and there no process shows a VmHWM either.
 LANDLOCK_SYSCALLS = (444, 445, 446)  # create_ruleset, add_rule, restrict_self: all architectures
 LANDLOCK_CREATE_RULESET_VERSION = 1
 LANDLOCK_ACCESS_FS_WRITE_FILE = 1 << 1
 LANDLOCK_RULE_PATH_BENEATH = 1
 PR_SET_NO_NEW_PRIVS = 38
 UNWRITABLE_ROOTS = frozenset({"proc", "sys"})
-OOM_SCORE_ADJ_RUN = b"1000"
 
 
 class _LandlockRuleset(ctypes.Structure):
@@ -335,12 +334,6 @@ class _LandlockRuleset(ctypes.Structure):
 class _LandlockPathBeneath(ctypes.Structure):
     _pack_ = 1  # packed in the kernel's header: 12 bytes
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-
-def prefer_for_oom_kills() -> None:
-    """If the container runs out of memory, the kernel takes a run's process, not the agent."""
-    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "wb") as adj:
-        adj.write(OOM_SCORE_ADJ_RUN)
 
 
 def forbid_proc_writes() -> bool:

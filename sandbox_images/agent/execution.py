@@ -28,7 +28,6 @@ from cleanup import (
     dying_pids,
     forbid_proc_writes,
     other_pids,
-    prefer_for_oom_kills,
     sweep_processes,
 )
 
@@ -54,8 +53,9 @@ def open_pidfd(pid: int) -> int:
 
 
 def _exec_child(spec: dict, attributes: dict, fds: tuple[int, ...]) -> None:
-    """In the forked child: stdio on the pipes, a new session, the recorded attributes, first in
-    line for the OOM killer, no writes under /proc (cleanup.forbid_proc_writes), exec.
+    """In the forked child: stdio on the pipes, a new session, the recorded attributes, no writes
+    under /proc (cleanup.forbid_proc_writes; a runner that `restricts_itself` does it at its go),
+    exec.
 
     Never returns: any failure ends the child with 127, and the agent sees a dead runner.
     """
@@ -65,8 +65,8 @@ def _exec_child(spec: dict, attributes: dict, fds: tuple[int, ...]) -> None:
             os.set_inheritable(target, True)
         os.setsid()
         apply_attributes(attributes)
-        prefer_for_oom_kills()
-        forbid_proc_writes()
+        if not spec.get("restricts_itself"):
+            forbid_proc_writes()
         os.chdir(spec["cwd"])
         command = spec["command"]
         os.execve(command[0], command, spec["env"])  # noqa: S606  (a fixed argv, no shell)

@@ -57,6 +57,7 @@ _missing = object()
 PR_SET_DUMPABLE = 4
 _prctl = None
 _guarded = False
+_forbid_proc_writes = None  # cleanup.forbid_proc_writes, loaded before the go (_agent_helpers)
 _warmed: list = []  # the preload names whose warm-ups ran (a zygote with the pre-imports)
 _copied_pages: tuple = ()  # what a warm-up run copies of the zygote's memory (see _learn_copies)
 _notice_token = b""  # the go's token for this run's exit notice (see _notice_exit)
@@ -242,6 +243,7 @@ def _wait_for_go() -> list:
     os.close(3)
     if _guarded:
         _set_dumpable(1)
+    _restrict_at_go()
     fields = b"".join(chunks).split(b"\0")[:-1]
     if fields[:1] == [b"session"]:  # issue 13: become a session's kernel (kernel.py), keep state
         kernel = {"__name__": "__kernel__", "__file__": KERNEL_PATH, "__builtins__": __builtins__}
@@ -251,6 +253,26 @@ def _wait_for_go() -> list:
     _notice_token = fields[1] if len(fields) > 1 else b""  # the mode, the token, the arguments
     _notice_pid = os.getpid()
     return [field.decode("utf-8", "surrogateescape") for field in fields[2:]]
+
+
+def _restrict_at_go() -> None:
+    """What the agent does for every process it starts, done here (the runner waits non-dumpable
+    until its go, its /proc entries root's): first in line for the OOM killer, so the kernel takes
+    the script, not the agent, when memory runs out; then no writes under /proc for the script and
+    all it starts (cleanup.forbid_proc_writes). A runner that cannot forbid them does not run."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as adj:
+            adj.write("1000")
+    except OSError:
+        pass
+    try:
+        _forbid_proc_writes()
+    except _BaseException as error:
+        try:  # noqa: SIM105  (see above)
+            os.write(2, f"warmbox: runner restriction failed: {error!r}\n".encode())
+        except _Exception:
+            pass
+        _exit_now(127)
 
 
 def _fresh_main_module() -> types.ModuleType:
@@ -368,7 +390,8 @@ RUNNER_FIFO_FLAGS = (os.O_RDONLY, os.O_WRONLY, os.O_WRONLY, os.O_RDONLY, os.O_WR
 
 
 def _agent_helpers() -> tuple:
-    """apply_attributes and process_attributes from the agent's cleanup.py (beside this file),
+    """apply_attributes, process_attributes and forbid_proc_writes from the agent's cleanup.py
+    (beside this file),
     without leaving the agent's modules where a run's own `import cleanup` would find them."""
     sys.path.insert(0, os.path.dirname(__file__))
     try:
@@ -377,7 +400,7 @@ def _agent_helpers() -> tuple:
         del sys.path[0]
     for name in ("cleanup", "protocol"):
         sys.modules.pop(name, None)
-    return cleanup.apply_attributes, cleanup.process_attributes
+    return cleanup.apply_attributes, cleanup.process_attributes, cleanup.forbid_proc_writes
 
 
 def _answer(message: dict) -> None:
@@ -394,8 +417,8 @@ def _serve_forks() -> None:
     import json
     import signal
 
-    global _copied_pages
-    apply_attributes, process_attributes = _agent_helpers()
+    global _copied_pages, _forbid_proc_writes
+    apply_attributes, process_attributes, _forbid_proc_writes = _agent_helpers()
     gc.freeze()  # what the pre-imports made stays untouched by a runner's collections: fewer copies
     if _warmed:
         try:
@@ -518,6 +541,7 @@ def _run_program(args: list) -> None:
 
 
 def main() -> None:
+    global _forbid_proc_writes
     if "--zygote" in sys.argv:
         _set_dumpable(0)  # before anything else: a run may never read or trace the zygote
     _preload(sys.argv[1:])
@@ -525,6 +549,8 @@ def main() -> None:
         if os.path.exists(KERNEL_PATH):
             _kernel_code()
         _serve_forks()  # returns only in a forked runner, its stdio and fds 3/4 in place
+    if _forbid_proc_writes is None:  # a forked runner has its fork server's
+        _forbid_proc_writes = _agent_helpers()[2]
     _say_ready()
     _run_program(_wait_for_go())
 
