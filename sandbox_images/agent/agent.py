@@ -165,7 +165,7 @@ class Language:
         self.exit_notice = bool(descriptor.get("exit_notice") and self.runner)
         self.notices_wanted = os.environ.get("WARMBOX_EXIT_NOTICES", "1") != "0"
         # A language whose every process is its runner, which forbids itself writes under /proc
-        # at its go (cleanup.forbid_proc_writes); the agent does it for every other process.
+        # when it starts (cleanup.forbid_proc_writes); the agent does it for every other process.
         self.restricts_itself = bool(
             descriptor.get("restricts_itself") and self.runner and not self.compile and not self.run
         )
@@ -229,6 +229,7 @@ class Agent:
         self.session: session.Session | None = None  # issue 13: a session holds the container
         # As the container started: the reference every later proof of clean compares with.
         self.attributes = {**process_attributes(), "sockets": socket_counters()}
+        cleanup.proc_ruleset = cleanup.proc_write_ruleset()  # what every child it starts gets
         self.fork_server: ForkServer | None = None
         self.parked: Runner | None = None  # the next run's runner, started ahead
         self.parked_baseline: dict | None = None  # a runner's attributes before any run

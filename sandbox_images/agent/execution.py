@@ -22,12 +22,13 @@ import signal
 import stat
 import time
 
+import cleanup
 import protocol
 from cleanup import (
     apply_attributes,
     dying_pids,
-    forbid_proc_writes,
     other_pids,
+    restrict_to,
     sweep_processes,
 )
 
@@ -54,19 +55,19 @@ def open_pidfd(pid: int) -> int:
 
 def _exec_child(spec: dict, attributes: dict, fds: tuple[int, ...]) -> None:
     """In the forked child: stdio on the pipes, a new session, the recorded attributes, no writes
-    under /proc (cleanup.forbid_proc_writes; a runner that `restricts_itself` does it at its go),
+    under /proc (cleanup.proc_ruleset; a runner that `restricts_itself` does it when it starts),
     exec.
 
     Never returns: any failure ends the child with 127, and the agent sees a dead runner.
     """
     try:
+        if cleanup.proc_ruleset >= 0 and not spec.get("restricts_itself"):
+            restrict_to(cleanup.proc_ruleset)  # first: the pipes below may take its descriptor
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.set_inheritable(target, True)
         os.setsid()
         apply_attributes(attributes)
-        if not spec.get("restricts_itself"):
-            forbid_proc_writes()
         os.chdir(spec["cwd"])
         command = spec["command"]
         os.execve(command[0], command, spec["env"])  # noqa: S606  (a fixed argv, no shell)

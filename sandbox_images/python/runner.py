@@ -57,7 +57,6 @@ _missing = object()
 PR_SET_DUMPABLE = 4
 _prctl = None
 _guarded = False
-_forbid_proc_writes = None  # cleanup.forbid_proc_writes, loaded before the go (_agent_helpers)
 _warmed: list = []  # the preload names whose warm-ups ran (a zygote with the pre-imports)
 _copied_pages: tuple = ()  # what a warm-up run copies of the zygote's memory (see _learn_copies)
 _notice_token = b""  # the go's token for this run's exit notice (see _notice_exit)
@@ -243,7 +242,6 @@ def _wait_for_go() -> list:
     os.close(3)
     if _guarded:
         _set_dumpable(1)
-    _restrict_at_go()
     fields = b"".join(chunks).split(b"\0")[:-1]
     if fields[:1] == [b"session"]:  # issue 13: become a session's kernel (kernel.py), keep state
         kernel = {"__name__": "__kernel__", "__file__": KERNEL_PATH, "__builtins__": __builtins__}
@@ -255,24 +253,23 @@ def _wait_for_go() -> list:
     return [field.decode("utf-8", "surrogateescape") for field in fields[2:]]
 
 
-def _restrict_at_go() -> None:
-    """What the agent does for every process it starts, done here (the runner waits non-dumpable
-    until its go, its /proc entries root's): first in line for the OOM killer, so the kernel takes
-    the script, not the agent, when memory runs out; then no writes under /proc for the script and
-    all it starts (cleanup.forbid_proc_writes). A runner that cannot forbid them does not run."""
+def _fail(what: str, error: BaseException) -> None:
+    """Say on stderr why this runner cannot serve, and end it with 127 (never returns)."""
+    try:  # noqa: SIM105  (see above)
+        os.write(2, f"warmbox: {what}: {error!r}\n".encode())
+    except _Exception:
+        pass
+    _exit_now(127)
+
+
+def _prefer_me_for_oom_kills() -> None:
+    """If the container runs out of memory, the kernel should take a runner (and the script it
+    becomes), not the agent. Inherited by every runner a fork server forks."""
     try:
         with open("/proc/self/oom_score_adj", "w") as adj:
             adj.write("1000")
     except OSError:
         pass
-    try:
-        _forbid_proc_writes()
-    except _BaseException as error:
-        try:  # noqa: SIM105  (see above)
-            os.write(2, f"warmbox: runner restriction failed: {error!r}\n".encode())
-        except _Exception:
-            pass
-        _exit_now(127)
 
 
 def _fresh_main_module() -> types.ModuleType:
@@ -417,8 +414,8 @@ def _serve_forks() -> None:
     import json
     import signal
 
-    global _copied_pages, _forbid_proc_writes
-    apply_attributes, process_attributes, _forbid_proc_writes = _agent_helpers()
+    global _copied_pages
+    apply_attributes, process_attributes, _ = _agent_helpers()
     gc.freeze()  # what the pre-imports made stays untouched by a runner's collections: fewer copies
     if _warmed:
         try:
@@ -509,11 +506,7 @@ def _become_runner(fds: list, request: dict, apply_attributes: object) -> None:
         if _copied_pages:
             _copy_ahead(_copied_pages)
     except _BaseException as error:
-        try:  # noqa: SIM105  (see above)
-            os.write(2, f"warmbox: runner fork failed: {error!r}\n".encode())
-        except _Exception:
-            pass
-        _exit_now(127)
+        _fail("runner fork failed", error)
 
 
 def _run_program(args: list) -> None:
@@ -541,16 +534,19 @@ def _run_program(args: list) -> None:
 
 
 def main() -> None:
-    global _forbid_proc_writes
-    if "--zygote" in sys.argv:
+    zygote = "--zygote" in sys.argv
+    _prefer_me_for_oom_kills()  # while its /proc entries are still its own
+    if zygote:
         _set_dumpable(0)  # before anything else: a run may never read or trace the zygote
+    try:  # no run of this runner, or of one it forks, may write under /proc
+        _agent_helpers()[2]()
+    except _BaseException as error:
+        _fail("runner restriction failed", error)
     _preload(sys.argv[1:])
-    if "--zygote" in sys.argv:
+    if zygote:
         if os.path.exists(KERNEL_PATH):
             _kernel_code()
         _serve_forks()  # returns only in a forked runner, its stdio and fds 3/4 in place
-    if _forbid_proc_writes is None:  # a forked runner has its fork server's
-        _forbid_proc_writes = _agent_helpers()[2]
     _say_ready()
     _run_program(_wait_for_go())
 
